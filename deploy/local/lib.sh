@@ -1,0 +1,84 @@
+# shellcheck shell=bash source-path=SCRIPTDIR
+# Helpers shared by deps.sh and stop.sh (sourced; set LOG_TAG first).
+# shellcheck disable=SC2034 # the variables here are read by the sourcing scripts
+
+# shellcheck source=env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+PG_PORT="$SKILEEZ_PG_PORT"
+NATS_CLIENT_PORT="$SKILEEZ_NATS_PORT"
+NATS_HTTP_PORT="$SKILEEZ_NATS_MON_PORT"
+STATE="$SKILEEZ_DATA_DIR"
+# The NATS server deps.sh starts keeps its JetStream store, log and pid file here.
+NATS_DIR="$STATE/nats/$NATS_CLIENT_PORT"
+
+# The environment prefix that repeats this run's ports in a hint: "" by default.
+port_env() {
+  local e=
+  [ -n "${PGPORT:-}" ] && e+="PGPORT=$PGPORT "
+  [ -n "${NATS_PORT:-}" ] && e+="NATS_PORT=$NATS_PORT "
+  [ -n "${NATS_MON_PORT:-}" ] && e+="NATS_MON_PORT=$NATS_MON_PORT "
+  printf '%s' "$e"
+}
+
+log() { printf '[%s] %s\n' "${LOG_TAG:-skileez}" "$*" >&2; }
+warn() {
+  printf '[%s] WARNING: %s\n' "${LOG_TAG:-skileez}" "$1" >&2
+  shift
+  local line
+  for line in "$@"; do printf '[%s]   %s\n' "${LOG_TAG:-skileez}" "$line" >&2; done
+}
+# die MESSAGE [WHAT-TO-DO-LINE...]
+die() {
+  printf '[%s] ERROR: %s\n' "${LOG_TAG:-skileez}" "$1" >&2
+  shift
+  local line
+  for line in "$@"; do printf '[%s]   %s\n' "${LOG_TAG:-skileez}" "$line" >&2; done
+  exit 1
+}
+have() { command -v "$1" >/dev/null 2>&1; }
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# Directory holding initdb/pg_ctl/postgres: Debian's newest, else PATH.
+pg_bindir() {
+  local best
+  best="$(for d in /usr/lib/postgresql/*/bin; do [ -x "$d/postgres" ] && echo "$d"; done | sort -V | tail -n1 || true)"
+  if [ -n "$best" ]; then
+    echo "$best"
+  elif have pg_ctl && have initdb; then
+    dirname "$(command -v pg_ctl)"
+  else
+    return 1
+  fi
+}
+
+# Folder of the private cluster for $PG_PORT (data/, postgresql.log, socket).
+# Root's goes under ~postgres: PostgreSQL refuses to run as root, and user
+# postgres cannot enter /root (mode 700).
+private_pg_base() {
+  if is_root; then
+    local home
+    home="$(getent passwd postgres | cut -d: -f6)" || return 1
+    echo "$home/skileez/pg/$PG_PORT"
+  else
+    echo "$STATE/pg/$PG_PORT"
+  fi
+}
+
+# Runs a command as the owner of private clusters: postgres when root.
+as_pg() {
+  if is_root; then
+    (cd / && runuser -u postgres -- "$@")
+  else
+    "$@"
+  fi
+}
+
+# Prints the pid of the nats-server deps.sh started on $NATS_CLIENT_PORT, if alive.
+our_nats_pid() {
+  local pid
+  pid="$(cat "$NATS_DIR/nats-server.pid" 2>/dev/null)" || return 1
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "nats-server.* -p $NATS_CLIENT_PORT " || return 1
+  echo "$pid"
+}

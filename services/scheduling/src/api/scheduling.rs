@@ -1,0 +1,787 @@
+//! `SchedulingService`: booking, changing, querying and watching calls.
+
+use std::{pin::Pin, sync::Arc};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{Duration, Utc};
+use futures::Stream;
+use skileez_domain::{
+    ActorRole, CallId, CallKind, Command, ContractStatus, DomainError, RescheduleCall,
+    ScheduleCall, UserId, rules,
+};
+use skileez_eventstore::FeedPosition;
+use skileez_proto::scheduling as pb;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{Context, check_access};
+use crate::{
+    app::RequestKey,
+    auth::Principal,
+    error::{ApiError, Violation},
+    feed::{self, Change},
+    mapping,
+    repo::{self, ListFilter, PageKey},
+    validate::{self, Checks, MAX_NOTE_CHARS, MAX_REASON_CHARS},
+};
+
+pub struct SchedulingApi {
+    ctx: Context,
+}
+
+impl SchedulingApi {
+    pub fn new(ctx: Context) -> Self {
+        Self { ctx }
+    }
+
+    /// The caller's own zone, for local times sent without one.
+    async fn caller_zone(&self, principal: &Principal) -> Result<Option<String>, ApiError> {
+        Ok(
+            repo::participant(self.ctx.scheduler.pool(), principal.user_id.as_str())
+                .await?
+                .map(|p| p.time_zone),
+        )
+    }
+
+    /// A student books only for themself; coaches do not book; admins and
+    /// services book for anyone.
+    fn may_book_for(principal: &Principal, student: &UserId) -> Result<(), ApiError> {
+        match principal.role {
+            ActorRole::Student if &principal.user_id == student => Ok(()),
+            ActorRole::Student => Err(ApiError::PermissionDenied(
+                "a student books only for themself: student_id must be your own id".to_owned(),
+            )),
+            ActorRole::Coach => Err(ApiError::PermissionDenied(
+                "calls are booked by the student (or an admin)".to_owned(),
+            )),
+            ActorRole::Admin | ActorRole::Service => Ok(()),
+        }
+    }
+
+    async fn schedule(
+        &self,
+        principal: Principal,
+        kind: CallKind,
+        fields: BookingFields<'_>,
+        request: Option<RequestKey>,
+    ) -> Result<pb::ScheduleCallResponse, ApiError> {
+        let mut checks = Checks::new();
+        let student = checks.take(validate::user_id("student_id", fields.student_id));
+        let coach = checks.take(validate::user_id("coach_id", fields.coach_id));
+        let contract_id = fields
+            .contract_id
+            .map(|id| validate::contract_id("contract_id", id))
+            .transpose()
+            .unwrap_or_else(|v| {
+                checks.push(v);
+                None
+            });
+        let note = checks
+            .take(validate::text("note", fields.note, MAX_NOTE_CHARS))
+            .flatten();
+        checks.finish()?;
+        let (Some(student), Some(coach)) = (student, coach) else {
+            return Err(ApiError::invalid("student_id", "required"));
+        };
+        Self::may_book_for(&principal, &student)?;
+        let zone = self.caller_zone(&principal).await?;
+        let start = validate::start(validate::START, fields.start, zone.as_deref())?;
+        let pool = self.ctx.scheduler.pool();
+
+        let contract = match &contract_id {
+            Some(id) => Some(
+                repo::contract(pool, id)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("contract {id} is not known")))?,
+            ),
+            None => None,
+        };
+        let existing = match kind {
+            CallKind::FreeConsultation => repo::free_consultation(pool, &student, &coach)
+                .await?
+                .map(|c| c.id),
+            CallKind::PaidSession => None,
+        };
+        let call_id = CallId::new();
+        let command = Command::Schedule(ScheduleCall {
+            call_id,
+            kind,
+            student_id: student,
+            coach_id: coach,
+            contract,
+            start,
+            by: principal.actor(),
+            existing_free_consultation: existing,
+            note,
+        });
+        self.ctx
+            .scheduler
+            .execute(
+                &principal,
+                call_id,
+                request,
+                |_| Ok(command.clone()),
+                |outcome| pb::ScheduleCallResponse {
+                    call: self.ctx.first_call(outcome),
+                },
+            )
+            .await
+    }
+
+    /// Cancel, join and end: a command on one existing call.
+    async fn act(
+        &self,
+        principal: Principal,
+        call_id: &str,
+        request: Option<RequestKey>,
+        admin_ok: bool,
+        command: impl Fn(&Principal) -> Command,
+    ) -> Result<pb::CallResponse, ApiError> {
+        let id = validate::call_id("call_id", call_id)
+            .map_err(|v| ApiError::InvalidArgument(vec![v]))?;
+        self.ctx
+            .scheduler
+            .execute(
+                &principal,
+                id,
+                request,
+                |state| {
+                    check_access(
+                        &principal,
+                        id,
+                        state,
+                        admin_ok && principal.role == ActorRole::Admin,
+                    )?;
+                    Ok(command(&principal))
+                },
+                |outcome| pb::CallResponse {
+                    call: self.ctx.first_call(outcome),
+                },
+            )
+            .await
+    }
+
+    async fn names_for(
+        &self,
+        calls: &[&skileez_domain::Call],
+    ) -> Result<std::collections::HashMap<String, String>, ApiError> {
+        let people: Vec<&str> = calls
+            .iter()
+            .flat_map(|c| [c.student_id.as_str(), c.coach_id.as_str()])
+            .collect();
+        let mut conn = self.ctx.scheduler.pool().acquire().await?;
+        Ok(repo::display_names(&mut conn, &people).await?)
+    }
+}
+
+struct BookingFields<'a> {
+    student_id: &'a str,
+    coach_id: &'a str,
+    contract_id: Option<&'a str>,
+    start: Option<&'a pb::StartTime>,
+    note: &'a str,
+}
+
+fn request_key(
+    principal: &Principal,
+    request_id: &str,
+    method: &'static str,
+    message: &impl prost::Message,
+) -> Result<Option<RequestKey>, ApiError> {
+    let id = validate::request_id(request_id).map_err(|v| ApiError::InvalidArgument(vec![v]))?;
+    Ok(RequestKey::new(principal, id, method, message))
+}
+
+/// AIP-158 page token: where the previous page ended, bound to the query it
+/// belongs to.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PageToken {
+    user: String,
+    filter: ListFilter,
+    after: PageKey,
+}
+
+fn encode_page_token(token: &PageToken) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(token).unwrap_or_default())
+}
+
+fn decode_page_token(
+    value: &str,
+    user: &UserId,
+    filter: ListFilter,
+) -> Result<Option<PageKey>, Violation> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || {
+        Violation::new(
+            "page_token",
+            "not a page token from a previous ListCalls answer with the same user and filter",
+        )
+    };
+    let token: PageToken = URL_SAFE_NO_PAD
+        .decode(value)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(invalid)?;
+    if token.user != user.as_str() || token.filter != filter {
+        return Err(invalid());
+    }
+    Ok(Some(token.after))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::CallChange, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
+    #[tracing::instrument(
+        name = "skileez.scheduling.v1.SchedulingService/GetSchedulingOptions",
+        skip_all
+    )]
+    async fn get_scheduling_options(
+        &self,
+        request: Request<pb::GetSchedulingOptionsRequest>,
+    ) -> Result<Response<pb::GetSchedulingOptionsResponse>, Status> {
+        let principal = self.ctx.principal(&request)?;
+        let message = request.get_ref();
+        let mut checks = Checks::new();
+        let student = checks.take(validate::user_id("student_id", &message.student_id));
+        let coach = checks.take(validate::user_id("coach_id", &message.coach_id));
+        checks.finish()?;
+        let (Some(student), Some(coach)) = (student, coach) else {
+            return Err(ApiError::invalid("student_id", "required").into());
+        };
+        if !principal.is_privileged() && principal.user_id != student && principal.user_id != coach
+        {
+            return Err(ApiError::PermissionDenied(
+                "you may only ask about your own options: you must be the student or the coach"
+                    .to_owned(),
+            )
+            .into());
+        }
+        let pool = self.ctx.scheduler.pool();
+        let existing = repo::free_consultation(pool, &student, &coach)
+            .await
+            .map_err(ApiError::from)?;
+        let contracts = repo::contracts_between(pool, &student, &coach)
+            .await
+            .map_err(ApiError::from)?;
+        let names = match &existing {
+            Some(call) => self.names_for(&[call]).await?,
+            None => Default::default(),
+        };
+        let now = Utc::now();
+        let policy = self.ctx.scheduler.policy();
+        Ok(Response::new(pb::GetSchedulingOptionsResponse {
+            free_consultation: Some(pb::FreeConsultationOption {
+                available: existing.is_none() && student != coach,
+                existing: existing
+                    .as_ref()
+                    .map(|c| mapping::call(c, &names, now, policy)),
+            }),
+            paid_sessions: contracts
+                .into_iter()
+                .filter(|c| c.status == ContractStatus::Paid)
+                .filter_map(|c| {
+                    let left = c.sessions_total.map(|t| t.saturating_sub(c.sessions_used));
+                    (left != Some(0)).then(|| pb::PaidSessionOption {
+                        contract_id: c.id.to_string(),
+                        session_minutes: c.session_minutes,
+                        sessions_left: left,
+                        sessions_used: c.sessions_used,
+                    })
+                })
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "skileez.scheduling.v1.SchedulingService/CheckAvailability",
+        skip_all
+    )]
+    async fn check_availability(
+        &self,
+        request: Request<pb::CheckAvailabilityRequest>,
+    ) -> Result<Response<pb::CheckAvailabilityResponse>, Status> {
+        let principal = self.ctx.principal(&request)?;
+        let message = request.get_ref();
+        let mut checks = Checks::new();
+        let coach = checks.take(validate::user_id("coach_id", &message.coach_id));
+        let student = if message.student_id.is_empty() {
+            None
+        } else {
+            checks.take(validate::user_id("student_id", &message.student_id))
+        };
+        let duration = match message.duration_minutes {
+            0 => self.ctx.scheduler.policy().free_consultation_minutes,
+            minutes @ 1..=240 => minutes,
+            _ => {
+                checks.push(Violation::new(
+                    "duration_minutes",
+                    "must be between 1 and 240 (0 means the free consultation's 15)",
+                ));
+                0
+            }
+        };
+        checks.finish()?;
+        let Some(coach) = coach else {
+            return Err(ApiError::invalid("coach_id", "required").into());
+        };
+        if let Some(student) = &student
+            && !principal.is_privileged()
+            && &principal.user_id != student
+        {
+            return Err(ApiError::PermissionDenied(
+                "you may only check your own calls: student_id must be your id or empty".to_owned(),
+            )
+            .into());
+        }
+        let zone = self.caller_zone(&principal).await?;
+        let start = validate::start(validate::START, message.start.as_ref(), zone.as_deref())?.utc;
+        let end = start + Duration::minutes(i64::from(duration));
+        let policy = self.ctx.scheduler.policy();
+        let now = Utc::now();
+
+        let violations: Vec<pb::RuleViolation> = [
+            rules::check_whole_minute(policy, start),
+            rules::check_notice(policy, now, start),
+            rules::check_horizon(policy, now, start),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e: DomainError| pb::RuleViolation {
+            reason: e.reason().to_owned(),
+            message: e.to_string(),
+        })
+        .collect();
+        let clashes = repo::clashes(
+            self.ctx.scheduler.pool(),
+            &coach,
+            student.as_ref(),
+            start,
+            end,
+            policy.coach_buffer,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        let conflicts: Vec<pb::Conflict> = clashes
+            .into_iter()
+            .map(|clash| {
+                let coach_side = clash.coach_id == coach.as_str();
+                let mine = clash.student_id == principal.user_id.as_str()
+                    || clash.coach_id == principal.user_id.as_str();
+                pb::Conflict {
+                    party: if coach_side {
+                        pb::ConflictParty::Coach
+                    } else {
+                        pb::ConflictParty::Student
+                    }
+                    .into(),
+                    start: Some(mapping::timestamp(clash.start)),
+                    end: Some(mapping::timestamp(if coach_side {
+                        clash.coach_busy_until
+                    } else {
+                        clash.end
+                    })),
+                    call_id: if mine || principal.is_privileged() {
+                        clash.call_id.to_string()
+                    } else {
+                        String::new()
+                    },
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::CheckAvailabilityResponse {
+            available: conflicts.is_empty() && violations.is_empty(),
+            start: Some(mapping::timestamp(start)),
+            end: Some(mapping::timestamp(end)),
+            conflicts,
+            violations,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "skileez.scheduling.v1.SchedulingService/ScheduleFreeConsultation",
+        skip_all
+    )]
+    async fn schedule_free_consultation(
+        &self,
+        request: Request<pb::ScheduleFreeConsultationRequest>,
+    ) -> Result<Response<pb::ScheduleCallResponse>, Status> {
+        let principal = self.ctx.principal(&request)?;
+        let message = request.get_ref();
+        let key = request_key(
+            &principal,
+            &message.request_id,
+            "ScheduleFreeConsultation",
+            message,
+        )?;
+        let fields = BookingFields {
+            student_id: &message.student_id,
+            coach_id: &message.coach_id,
+            contract_id: None,
+            start: message.start.as_ref(),
+            note: &message.note,
+        };
+        Ok(Response::new(
+            self.schedule(principal, CallKind::FreeConsultation, fields, key)
+                .await?,
+        ))
+    }
+
+    #[tracing::instrument(
+        name = "skileez.scheduling.v1.SchedulingService/SchedulePaidSession",
+        skip_all
+    )]
+    async fn schedule_paid_session(
+        &self,
+        request: Request<pb::SchedulePaidSessionRequest>,
+    ) -> Result<Response<pb::ScheduleCallResponse>, Status> {
+        let principal = self.ctx.principal(&request)?;
+        let message = request.get_ref();
+        let key = request_key(
+            &principal,
+            &message.request_id,
+            "SchedulePaidSession",
+            message,
+        )?;
+        let fields = BookingFields {
+            student_id: &message.student_id,
+            coach_id: &message.coach_id,
+            contract_id: Some(&message.contract_id),
+            start: message.start.as_ref(),
+            note: &message.note,
+        };
+        Ok(Response::new(
+            self.schedule(principal, CallKind::PaidSession, fields, key)
+                .await?,
+        ))
+    }
+
+    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/RescheduleCall", skip_all, fields(call_id = %request.get_ref().call_id))]
+    async fn reschedule_call(
+        &self,
+        request: Request<pb::RescheduleCallRequest>,
+    ) -> Result<Response<pb::RescheduleCallResponse>, Status> {
+        let principal = self.ctx.principal(&request)?;
+        let message = request.get_ref();
+        let key = request_key(&principal, &message.request_id, "RescheduleCall", message)?;
+        let mut checks = Checks::new();
+        let id = checks.take(validate::call_id("call_id", &message.call_id));
+        let reason = checks
+            .take(validate::text("reason", &message.reason, MAX_REASON_CHARS))
+            .flatten();
+        checks.finish()?;
+        let id = id.ok_or_else(|| ApiError::invalid("call_id", "required"))?;
+        let zone = self.caller_zone(&principal).await?;
+        let new_start = validate::start(
+            validate::NEW_START,
+            message.new_start.as_ref(),
+            zone.as_deref(),
+        )?;
+        let new_call_id = CallId::new();
+        let response = self
+            .ctx
+            .scheduler
+            .execute(
+                &principal,
+                id,
+                key,
+                |state| {
+                    check_access(&principal, id, state, false)?;
+                    Ok(Command::Reschedule(RescheduleCall {
+                        by: principal.actor(),
+                        new_call_id,
+                        new_start: new_start.clone(),
+                        reason: reason.clone(),
+                    }))
+                },
+                |outcome| pb::RescheduleCallResponse {
+                    previous: self.ctx.first_call(outcome),
+                    call: outcome.calls.get(1).map(|c| self.ctx.show(c, outcome)),
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/CancelCall", skip_all, fields(call_id = %request.get_ref().call_id))]
+    async fn cancel_call(
+        &self,
+        request: Request<pb::CancelCallRequest>,
+    ) -> Result<Response<pb::CallResponse>, Status> {
+        let principal = self.ctx.principal(&request)?;
+        let message = request.get_ref();
+        let key = request_key(&principal, &message.request_id, "CancelCall", message)?;
+        let reason = validate::text("reason", &message.reason, MAX_REASON_CHARS)
+            .map_err(|v| ApiError::InvalidArgument(vec![v]))?;
+        let response = self
+            .act(principal, &message.call_id, key, true, |p| {
+                Command::Cancel {
+                    by: p.actor(),
+                    reason: reason.clone(),
+                }
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/JoinCall", skip_all, fields(call_id = %request.get_ref().call_id))]
+    async fn join_call(
+        &self,
+        request: Request<pb::JoinCallRequest>,
+    ) -> Result<Response<pb::CallResponse>, Status> {
+        let principal = self.ctx.principal(&request)?;
+        let message = request.get_ref();
+        let key = request_key(&principal, &message.request_id, "JoinCall", message)?;
+        let response = self
+            .act(principal, &message.call_id, key, false, |p| Command::Join {
+                by: p.actor(),
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/EndCall", skip_all, fields(call_id = %request.get_ref().call_id))]
+    async fn end_call(
+        &self,
+        request: Request<pb::EndCallRequest>,
+    ) -> Result<Response<pb::CallResponse>, Status> {
+        let principal = self.ctx.principal(&request)?;
+        let message = request.get_ref();
+        let key = request_key(&principal, &message.request_id, "EndCall", message)?;
+        let response = self
+            .act(principal, &message.call_id, key, false, |p| Command::End {
+                by: p.actor(),
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/GetCall", skip_all, fields(call_id = %request.get_ref().call_id))]
+    async fn get_call(
+        &self,
+        request: Request<pb::GetCallRequest>,
+    ) -> Result<Response<pb::Call>, Status> {
+        let principal = self.ctx.principal(&request)?;
+        let id = validate::call_id("call_id", &request.get_ref().call_id)
+            .map_err(|v| ApiError::InvalidArgument(vec![v]))?;
+        let call = repo::load_call(self.ctx.scheduler.pool(), id)
+            .await
+            .map_err(ApiError::from)?;
+        let call = check_access(&principal, id, call.as_ref(), true)?;
+        let names = self.names_for(&[call]).await?;
+        Ok(Response::new(mapping::call(
+            call,
+            &names,
+            Utc::now(),
+            self.ctx.scheduler.policy(),
+        )))
+    }
+
+    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/GetCallHistory", skip_all, fields(call_id = %request.get_ref().call_id))]
+    async fn get_call_history(
+        &self,
+        request: Request<pb::GetCallHistoryRequest>,
+    ) -> Result<Response<pb::GetCallHistoryResponse>, Status> {
+        let principal = self.ctx.principal(&request)?;
+        let id = validate::call_id("call_id", &request.get_ref().call_id)
+            .map_err(|v| ApiError::InvalidArgument(vec![v]))?;
+        let scheduler = &self.ctx.scheduler;
+        let records = scheduler
+            .store()
+            .read_stream(&crate::app::call_stream(id))
+            .await
+            .map_err(ApiError::from)?;
+        let last = crate::app::replay_records(&records)?
+            .pop()
+            .map(|(_, call)| call);
+        check_access(&principal, id, last.as_ref(), true)?;
+        let changes = feed::to_changes(scheduler.store(), scheduler.policy(), &records).await?;
+        Ok(Response::new(pb::GetCallHistoryResponse {
+            events: changes.into_iter().map(|c| c.event).collect(),
+        }))
+    }
+
+    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/ListCalls", skip_all)]
+    async fn list_calls(
+        &self,
+        request: Request<pb::ListCallsRequest>,
+    ) -> Result<Response<pb::ListCallsResponse>, Status> {
+        let principal = self.ctx.principal(&request)?;
+        let message = request.get_ref();
+        let mut checks = Checks::new();
+        let user = if message.user_id.is_empty() {
+            Some(principal.user_id.clone())
+        } else {
+            checks.take(validate::user_id("user_id", &message.user_id))
+        };
+        let filter = match pb::CallFilter::try_from(message.filter) {
+            Ok(pb::CallFilter::Upcoming) => ListFilter::Upcoming,
+            Ok(pb::CallFilter::Past) => ListFilter::Past,
+            Ok(pb::CallFilter::All | pb::CallFilter::Unspecified) => ListFilter::All,
+            Err(_) => {
+                checks.push(Violation::new("filter", "must be UPCOMING, PAST or ALL"));
+                ListFilter::All
+            }
+        };
+        let page_size = checks
+            .take(validate::page_size(message.page_size))
+            .unwrap_or(20);
+        let user = user.unwrap_or_else(|| principal.user_id.clone());
+        let after = checks
+            .take(decode_page_token(&message.page_token, &user, filter))
+            .flatten();
+        checks.finish()?;
+        if user != principal.user_id && principal.role != ActorRole::Admin {
+            return Err(ApiError::PermissionDenied(
+                "only admins may list another user's calls".to_owned(),
+            )
+            .into());
+        }
+        let mut calls = repo::list_calls(
+            self.ctx.scheduler.pool(),
+            &user,
+            filter,
+            after.as_ref(),
+            page_size + 1,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        let more = calls.len() > page_size as usize;
+        calls.truncate(page_size as usize);
+        let next_page_token = match (more, calls.last()) {
+            (true, Some(last)) => encode_page_token(&PageToken {
+                user: user.to_string(),
+                filter,
+                after: PageKey {
+                    start: last.start,
+                    call_id: last.id.0,
+                },
+            }),
+            _ => String::new(),
+        };
+        let refs: Vec<&skileez_domain::Call> = calls.iter().collect();
+        let names = self.names_for(&refs).await?;
+        let now = Utc::now();
+        let policy = self.ctx.scheduler.policy();
+        Ok(Response::new(pb::ListCallsResponse {
+            calls: calls
+                .iter()
+                .map(|c| mapping::call(c, &names, now, policy))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    type WatchCallsStream = WatchStream;
+
+    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/WatchCalls", skip_all)]
+    async fn watch_calls(
+        &self,
+        request: Request<pb::WatchCallsRequest>,
+    ) -> Result<Response<Self::WatchCallsStream>, Status> {
+        let principal = self.ctx.principal(&request)?;
+        let after = &request.get_ref().after;
+        let store = self.ctx.scheduler.store().clone();
+        let start = if after.is_empty() {
+            feed::head(&store).await?
+        } else {
+            after.parse::<FeedPosition>().map_err(|_| {
+                ApiError::invalid("after", "not a position from a previous CallChange")
+            })?
+        };
+        // Subscribe before catching up, so nothing committed meanwhile is lost.
+        let live = self.ctx.hub.subscribe();
+        let (sender, receiver) = mpsc::channel(64);
+        let watcher = Watcher {
+            store,
+            policy: self.ctx.scheduler.policy().clone(),
+            user: (!principal.is_privileged()).then(|| principal.user_id.to_string()),
+            sender,
+        };
+        let shutdown = self.ctx.shutdown.clone();
+        self.ctx.tasks.spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                result = watcher.run(start, live) => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "watch ended");
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+/// One client's watch.
+struct Watcher {
+    store: skileez_eventstore::EventStore,
+    policy: skileez_domain::Policy,
+    /// `None` for admins and services, who see every call.
+    user: Option<String>,
+    sender: mpsc::Sender<Result<pb::CallChange, Status>>,
+}
+
+/// Why a watch stopped.
+#[derive(Debug, thiserror::Error)]
+enum WatchEnd {
+    #[error("the client went away")]
+    ClientGone,
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl Watcher {
+    async fn run(
+        self,
+        mut position: FeedPosition,
+        mut live: broadcast::Receiver<Arc<Change>>,
+    ) -> Result<(), WatchEnd> {
+        loop {
+            // Catch up from the store until it has nothing newer.
+            loop {
+                let records = self
+                    .store
+                    .read_feed(position, 500)
+                    .await
+                    .map_err(ApiError::from)?;
+                let Some(last) = records.last() else { break };
+                let last = last.feed_position();
+                for change in feed::to_changes(&self.store, &self.policy, &records).await? {
+                    self.send(&change).await?;
+                }
+                position = last;
+            }
+            // Then follow the live feed until we fall behind it.
+            loop {
+                match live.recv().await {
+                    Ok(change) if change.position <= position => {}
+                    Ok(change) => {
+                        self.send(&change).await?;
+                        position = change.position;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                }
+            }
+        }
+    }
+
+    async fn send(&self, change: &Change) -> Result<(), WatchEnd> {
+        if let Some(user) = &self.user
+            && !change.concerns(user)
+        {
+            return Ok(());
+        }
+        self.sender
+            .send(Ok(pb::CallChange {
+                position: change.position.to_string(),
+                event: Some(change.event.clone()),
+            }))
+            .await
+            .map_err(|_| WatchEnd::ClientGone)
+    }
+}

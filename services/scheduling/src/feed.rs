@@ -1,0 +1,182 @@
+//! The change feed: committed call events in commit order, as protobuf
+//! `CallEvent`s with their cards, for `WatchCalls` and `GetCallHistory`.
+//!
+//! One task per process tails the event store's global feed and broadcasts
+//! each change; a watcher subscribes first, then catches up from the position
+//! its client last saw by reading the store, then follows the broadcast,
+//! skipping what it already sent. A watcher that falls behind the broadcast
+//! goes back to reading the store, so a slow client never makes the feed skip
+//! a change and never holds up others.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use skileez_domain::{Call, CallEvent, Policy};
+use skileez_eventstore::{EventStore, FeedPosition, RecordedEvent};
+use skileez_proto::call as ev;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    app::{call_id_of_stream, replay_records},
+    error::ApiError,
+    mapping, repo,
+};
+
+/// Events read from the store per round trip.
+const BATCH: u32 = 500;
+/// Changes buffered for slow watchers before they fall back to the store.
+const BROADCAST_CAPACITY: usize = 4096;
+
+/// One change of a call, ready to send.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub position: FeedPosition,
+    pub event: ev::CallEvent,
+}
+
+impl Change {
+    /// Whether `user` takes part in the changed call.
+    pub fn concerns(&self, user: &str) -> bool {
+        self.event.card.as_ref().is_some_and(|card| {
+            card.student.as_ref().is_some_and(|p| p.user_id == user)
+                || card.coach.as_ref().is_some_and(|p| p.user_id == user)
+        })
+    }
+}
+
+/// Converts stored records (of any calls, in feed order) into protobuf
+/// events, each with the card of its call right after it.
+pub async fn to_changes(
+    store: &EventStore,
+    policy: &Policy,
+    records: &[RecordedEvent],
+) -> Result<Vec<Change>, ApiError> {
+    // Streams are short, so a call's state after an event is cheapest to get
+    // by replaying its whole stream once per batch.
+    let mut histories: HashMap<&str, Vec<(CallEvent, Call)>> = HashMap::new();
+    for record in records {
+        if !histories.contains_key(record.stream_id.as_str())
+            && call_id_of_stream(&record.stream_id).is_some()
+        {
+            let stream = store.read_stream(&record.stream_id).await?;
+            histories.insert(record.stream_id.as_str(), replay_records(&stream)?);
+        }
+    }
+    let people: Vec<&str> = histories
+        .values()
+        .filter_map(|h| h.first())
+        .flat_map(|(_, c)| [c.student_id.as_str(), c.coach_id.as_str()])
+        .collect();
+    let mut conn = store.pool().acquire().await.map_err(ApiError::from)?;
+    let names = repo::display_names(&mut conn, &people).await?;
+    let mut changes = Vec::with_capacity(records.len());
+    for record in records {
+        let Some(history) = histories.get(record.stream_id.as_str()) else {
+            continue;
+        };
+        let index = usize::try_from(record.version)
+            .unwrap_or(0)
+            .saturating_sub(1);
+        if let Some((event, after)) = history.get(index) {
+            changes.push(Change {
+                position: record.feed_position(),
+                event: mapping::event(record, event, after, &names, policy),
+            });
+        }
+    }
+    Ok(changes)
+}
+
+/// The position just behind every transaction still in flight: reading from
+/// it yields only changes committed from now on.
+pub async fn head(store: &EventStore) -> Result<FeedPosition, ApiError> {
+    let xmin: i64 =
+        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .fetch_one(store.pool())
+            .await?;
+    Ok(FeedPosition {
+        tx_id: u64::try_from(xmin).unwrap_or(1).saturating_sub(1),
+        position: i64::MAX,
+    })
+}
+
+/// Tails the store and broadcasts every change.
+#[derive(Clone)]
+pub struct FeedHub {
+    sender: broadcast::Sender<Arc<Change>>,
+}
+
+impl FeedHub {
+    pub fn new() -> Self {
+        let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Self { sender }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.sender.subscribe()
+    }
+
+    /// Runs until `shutdown`: reads new events whenever `committed` fires
+    /// (a commit of this instance) or `poll` passes (commits of others).
+    pub async fn run(
+        self,
+        store: EventStore,
+        policy: Policy,
+        committed: Arc<Notify>,
+        poll: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut position = loop {
+            match head(&store).await {
+                Ok(position) => break position,
+                Err(error) => {
+                    tracing::warn!(%error, "change feed cannot read its start position; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(poll.max(Duration::from_secs(1))) => {}
+                    }
+                }
+            }
+        };
+        loop {
+            // Register interest before reading, so a commit that lands while
+            // we read still wakes the next wait.
+            let woken = committed.notified();
+            match store.read_feed(position, BATCH).await {
+                Ok(records) if !records.is_empty() => {
+                    let full = records.len() == BATCH as usize;
+                    match to_changes(&store, &policy, &records).await {
+                        Ok(changes) => {
+                            for change in changes {
+                                // No receivers is fine: nobody is watching.
+                                let _ = self.sender.send(Arc::new(change));
+                            }
+                            if let Some(last) = records.last() {
+                                position = last.feed_position();
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "change feed cannot convert events; retrying")
+                        }
+                    }
+                    if full {
+                        continue;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "change feed cannot read the store; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = woken => {}
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+}
+
+impl Default for FeedHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}

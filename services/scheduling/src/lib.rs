@@ -1,0 +1,220 @@
+//! The scheduling service: the gRPC API for booking and following calls, the
+//! command handling that is the only writer of call events, and the read
+//! models written in the same transaction as those events.
+//!
+//! `Application::build` connects and binds (port 0 picks a free port, which
+//! `local_addr` reports); `Application::run` serves until the shutdown token is
+//! cancelled and returns once every task it started has finished.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod feed;
+pub mod mapping;
+pub mod repo;
+pub mod validate;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use secrecy::ExposeSecret;
+use skileez_proto::scheduling as pb;
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic_health::ServingStatus;
+
+pub use crate::config::Config;
+use crate::{api::Shared, app::Scheduler, auth::Authenticator, feed::FeedHub};
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("cannot bind the gRPC address {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("the gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Connects to PostgreSQL with the configured pool size.
+pub async fn connect(config: &Config) -> Result<PgPool, StartError> {
+    PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(config.database_url.expose_secret())
+        .await
+        .map_err(StartError::Database)
+}
+
+/// A bound, not yet serving, scheduling service.
+pub struct Application {
+    config: Config,
+    pool: PgPool,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let pool = connect(&config).await?;
+        Self::build_with_pool(config, pool).await
+    }
+
+    /// Builds on an existing pool (tests and `skileez dev` share one).
+    pub async fn build_with_pool(config: Config, pool: PgPool) -> Result<Self, StartError> {
+        // Fail fast on a bad key rather than at the first request.
+        Authenticator::new(&config.jwt)?;
+        let listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.grpc_addr,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.grpc_addr,
+            source,
+        })?;
+        Ok(Self {
+            config,
+            pool,
+            listener,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight requests
+    /// and watch streams.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        let Application {
+            config,
+            pool,
+            listener,
+            local_addr,
+        } = self;
+        let scheduler = Scheduler::new(pool.clone(), config.policy.clone());
+        let hub = FeedHub::new();
+        let tasks = TaskTracker::new();
+        let ctx = Arc::new(Shared {
+            scheduler: scheduler.clone(),
+            auth: Authenticator::new(&config.jwt)?,
+            hub: hub.clone(),
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+        });
+
+        tasks.spawn(hub.run(
+            scheduler.store().clone(),
+            config.policy.clone(),
+            scheduler.committed(),
+            config.feed_poll_interval,
+            shutdown.clone(),
+        ));
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        tasks.spawn(report_health(
+            pool.clone(),
+            health_reporter,
+            shutdown.clone(),
+        ));
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(skileez_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(skileez_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        tracing::info!(addr = %local_addr, "scheduling service listening");
+        let server_shutdown = shutdown.clone();
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(pb::scheduling_service_server::SchedulingServiceServer::new(
+                api::scheduling::SchedulingApi::new(ctx.clone()),
+            ))
+            .add_service(pb::call_timer_service_server::CallTimerServiceServer::new(
+                api::timers::TimerApi::new(ctx.clone()),
+            ))
+            .add_service(pb::directory_service_server::DirectoryServiceServer::new(
+                api::directory::DirectoryApi::new(ctx.clone()),
+            ))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                server_shutdown.cancelled_owned(),
+            )
+            .await;
+        // However serving ended, stop our own tasks and wait for them.
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+        result?;
+        Ok(())
+    }
+}
+
+/// Builds and runs the service: the entry point of `main` and `skileez dev`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    Application::build(config).await?.run(shutdown).await
+}
+
+/// Health names reported: the whole server ("") and each API.
+const HEALTH_NAMES: &[&str] = &[
+    "",
+    "skileez.scheduling.v1.SchedulingService",
+    "skileez.scheduling.v1.CallTimerService",
+    "skileez.scheduling.v1.DirectoryService",
+];
+
+/// Serving only while PostgreSQL answers: without it no request can succeed.
+async fn report_health(
+    pool: PgPool,
+    reporter: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) {
+    let mut last = None;
+    loop {
+        let ok = tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query("SELECT 1").execute(&pool),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        let status = if ok {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(status) {
+            if !ok {
+                tracing::warn!("PostgreSQL does not answer: reporting NOT_SERVING");
+            }
+            for name in HEALTH_NAMES {
+                reporter.set_service_status(*name, status).await;
+            }
+            last = Some(status);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(if ok { 5 } else { 1 })) => {}
+        }
+    }
+}

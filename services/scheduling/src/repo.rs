@@ -1,0 +1,465 @@
+//! The read models: calls, contracts, participants and request ids in
+//! PostgreSQL. Writes take a connection inside the event store's append
+//! transaction, so a read model never disagrees with the streams; reads take
+//! the pool.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use skileez_domain::{
+    Call, CallId, CallKind, ContractId, ContractSnapshot, ContractStatus, UserId,
+};
+// Dynamic SQL here only splices constant fragments (column lists, status
+// sets, sort order), never input: input is always bound.
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+
+/// Postgres error codes we turn into domain answers.
+pub const EXCLUSION_VIOLATION: &str = "23P01";
+pub const UNIQUE_VIOLATION: &str = "23505";
+pub const CHECK_VIOLATION: &str = "23514";
+
+pub const COACH_OVERLAP: &str = "calls_coach_no_overlap";
+pub const STUDENT_OVERLAP: &str = "calls_student_no_overlap";
+pub const ONE_FREE_CONSULTATION: &str = "calls_one_free_consultation";
+pub const REQUEST_IDS_PKEY: &str = "request_ids_pkey";
+
+/// The SQLSTATE and constraint of a database error, if it is one.
+pub fn db_violation(error: &sqlx::Error) -> Option<(String, String)> {
+    let db = error.as_database_error()?;
+    Some((
+        db.code()?.into_owned(),
+        db.constraint().unwrap_or_default().to_owned(),
+    ))
+}
+
+pub fn kind_str(kind: CallKind) -> &'static str {
+    match kind {
+        CallKind::FreeConsultation => "free_consultation",
+        CallKind::PaidSession => "paid_session",
+    }
+}
+
+pub fn contract_status_str(status: ContractStatus) -> &'static str {
+    match status {
+        ContractStatus::Accepted => "accepted",
+        ContractStatus::Paid => "paid",
+        ContractStatus::Cancelled => "cancelled",
+        ContractStatus::Completed => "completed",
+    }
+}
+
+fn parse_contract_status(status: &str) -> Result<ContractStatus, sqlx::Error> {
+    Ok(match status {
+        "accepted" => ContractStatus::Accepted,
+        "paid" => ContractStatus::Paid,
+        "cancelled" => ContractStatus::Cancelled,
+        "completed" => ContractStatus::Completed,
+        other => {
+            return Err(sqlx::Error::Decode(
+                format!("unknown contract status {other:?}").into(),
+            ));
+        }
+    })
+}
+
+const ACTIVE: &str = "('scheduled', 'ready', 'active')";
+
+fn decode_state(value: serde_json::Value) -> Result<Call, sqlx::Error> {
+    serde_json::from_value(value).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// Writes a call's latest state. The exclusion constraints and the free
+/// consultation index fire here, inside the booking's transaction.
+pub async fn upsert_call(
+    conn: &mut PgConnection,
+    call: &Call,
+    coach_buffer: Duration,
+) -> Result<(), sqlx::Error> {
+    let state = serde_json::to_value(call).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let end = call.end();
+    sqlx::query(
+        "INSERT INTO calls (call_id, chain_id, kind, student_id, coach_id, contract_id,
+                            starts_at, ends_at, coach_busy_until, status, version, state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (call_id) DO UPDATE
+            SET status = EXCLUDED.status, version = EXCLUDED.version,
+                state = EXCLUDED.state, updated_at = now()",
+    )
+    .bind(call.id.0)
+    .bind(call.chain_id.0)
+    .bind(kind_str(call.kind))
+    .bind(call.student_id.as_str())
+    .bind(call.coach_id.as_str())
+    .bind(call.contract_id.as_ref().map(ContractId::as_str))
+    .bind(call.start)
+    .bind(end)
+    .bind(end + coach_buffer)
+    .bind(call.status.as_str())
+    .bind(i64::try_from(call.version).unwrap_or(i64::MAX))
+    .bind(state)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn load_call(pool: &PgPool, id: CallId) -> Result<Option<Call>, sqlx::Error> {
+    let row = sqlx::query("SELECT state FROM calls WHERE call_id = $1")
+        .bind(id.0)
+        .fetch_optional(pool)
+        .await?;
+    row.map(|r| decode_state(r.get("state"))).transpose()
+}
+
+/// A busy interval that clashes with a requested one.
+#[derive(Debug, Clone)]
+pub struct Clash {
+    pub call_id: CallId,
+    pub student_id: String,
+    pub coach_id: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub coach_busy_until: DateTime<Utc>,
+}
+
+/// Active calls that would clash with `[start, end)` for this coach (with the
+/// buffer on both sides) or this student — the same test as the exclusion
+/// constraints, used to name the clashing call and to answer
+/// CheckAvailability.
+pub async fn clashes(
+    pool: &PgPool,
+    coach: &UserId,
+    student: Option<&UserId>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    coach_buffer: Duration,
+) -> Result<Vec<Clash>, sqlx::Error> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT call_id, student_id, coach_id, starts_at, ends_at, coach_busy_until FROM calls
+          WHERE status IN {ACTIVE}
+            AND ((coach_id = $1 AND tstzrange(starts_at, coach_busy_until, '[)') && tstzrange($3, $5, '[)'))
+              OR (student_id = $2 AND tstzrange(starts_at, ends_at, '[)') && tstzrange($3, $4, '[)')))
+          ORDER BY starts_at"
+    )))
+    .bind(coach.as_str())
+    .bind(student.map(UserId::as_str))
+    .bind(start)
+    .bind(end)
+    .bind(end + coach_buffer)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Clash {
+            call_id: CallId(r.get("call_id")),
+            student_id: r.get("student_id"),
+            coach_id: r.get("coach_id"),
+            start: r.get("starts_at"),
+            end: r.get("ends_at"),
+            coach_busy_until: r.get("coach_busy_until"),
+        })
+        .collect())
+}
+
+/// The pair's free consultation that still counts (not cancelled, not moved).
+pub async fn free_consultation(
+    pool: &PgPool,
+    student: &UserId,
+    coach: &UserId,
+) -> Result<Option<Call>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT state FROM calls
+          WHERE student_id = $1 AND coach_id = $2 AND kind = 'free_consultation'
+            AND status NOT IN ('cancelled', 'rescheduled')",
+    )
+    .bind(student.as_str())
+    .bind(coach.as_str())
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| decode_state(r.get("state"))).transpose()
+}
+
+fn contract_from_row(row: &sqlx::postgres::PgRow) -> Result<ContractSnapshot, sqlx::Error> {
+    let decode = |e: skileez_domain::DomainError| sqlx::Error::Decode(e.to_string().into());
+    let total: Option<i32> = row.get("sessions_total");
+    Ok(ContractSnapshot {
+        id: ContractId::parse(row.get::<&str, _>("contract_id")).map_err(decode)?,
+        student_id: UserId::parse(row.get::<&str, _>("student_id")).map_err(decode)?,
+        coach_id: UserId::parse(row.get::<&str, _>("coach_id")).map_err(decode)?,
+        status: parse_contract_status(row.get("status"))?,
+        session_minutes: u32::try_from(row.get::<i32, _>("session_minutes")).unwrap_or(0),
+        sessions_total: total.map(|t| u32::try_from(t).unwrap_or(0)),
+        sessions_used: u32::try_from(row.get::<i32, _>("sessions_used")).unwrap_or(0),
+    })
+}
+
+const CONTRACT_COLUMNS: &str =
+    "contract_id, student_id, coach_id, status, session_minutes, sessions_total, sessions_used";
+
+pub async fn contract(
+    pool: &PgPool,
+    id: &ContractId,
+) -> Result<Option<ContractSnapshot>, sqlx::Error> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {CONTRACT_COLUMNS} FROM contracts WHERE contract_id = $1"
+    )))
+    .bind(id.as_str())
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(contract_from_row).transpose()
+}
+
+pub async fn contracts_between(
+    pool: &PgPool,
+    student: &UserId,
+    coach: &UserId,
+) -> Result<Vec<ContractSnapshot>, sqlx::Error> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {CONTRACT_COLUMNS} FROM contracts
+          WHERE student_id = $1 AND coach_id = $2 ORDER BY contract_id"
+    )))
+    .bind(student.as_str())
+    .bind(coach.as_str())
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(contract_from_row).collect()
+}
+
+/// Uses up one session of a paid contract; false when none is left (or the
+/// contract is no longer paid) — the row lock serialises racing bookings.
+pub async fn take_session(conn: &mut PgConnection, id: &ContractId) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE contracts SET sessions_used = sessions_used + 1, updated_at = now()
+          WHERE contract_id = $1 AND status = 'paid'
+            AND (sessions_total IS NULL OR sessions_used < sessions_total)",
+    )
+    .bind(id.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn return_session(conn: &mut PgConnection, id: &ContractId) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE contracts SET sessions_used = greatest(sessions_used - 1, 0), updated_at = now()
+          WHERE contract_id = $1",
+    )
+    .bind(id.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn upsert_contract(
+    pool: &PgPool,
+    c: &ContractSnapshot,
+) -> Result<ContractSnapshot, sqlx::Error> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO contracts (contract_id, student_id, coach_id, status, session_minutes, sessions_total)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (contract_id) DO UPDATE
+            SET student_id = EXCLUDED.student_id, coach_id = EXCLUDED.coach_id,
+                status = EXCLUDED.status, session_minutes = EXCLUDED.session_minutes,
+                sessions_total = EXCLUDED.sessions_total, updated_at = now()
+         RETURNING {CONTRACT_COLUMNS}"
+    )))
+    .bind(c.id.as_str())
+    .bind(c.student_id.as_str())
+    .bind(c.coach_id.as_str())
+    .bind(contract_status_str(c.status))
+    .bind(i32::try_from(c.session_minutes).unwrap_or(i32::MAX))
+    .bind(c.sessions_total.map(|t| i32::try_from(t).unwrap_or(i32::MAX)))
+    .fetch_one(pool)
+    .await?;
+    contract_from_row(&row)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantRow {
+    pub user_id: String,
+    pub display_name: String,
+    pub email: String,
+    pub time_zone: String,
+    pub locale: String,
+    pub email_enabled: bool,
+}
+
+const PARTICIPANT_COLUMNS: &str = "user_id, display_name, email, time_zone, locale, email_enabled";
+
+fn participant_from_row(row: &sqlx::postgres::PgRow) -> ParticipantRow {
+    ParticipantRow {
+        user_id: row.get("user_id"),
+        display_name: row.get("display_name"),
+        email: row.get("email"),
+        time_zone: row.get("time_zone"),
+        locale: row.get("locale"),
+        email_enabled: row.get("email_enabled"),
+    }
+}
+
+pub async fn participant(pool: &PgPool, id: &str) -> Result<Option<ParticipantRow>, sqlx::Error> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE user_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.as_ref().map(participant_from_row))
+}
+
+/// Display names of these users, for call cards.
+pub async fn display_names(
+    conn: &mut PgConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT user_id, display_name FROM participants WHERE user_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get("user_id"), r.get("display_name")))
+        .collect())
+}
+
+pub async fn upsert_participant(
+    pool: &PgPool,
+    p: &ParticipantRow,
+) -> Result<ParticipantRow, sqlx::Error> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO participants (user_id, display_name, email, time_zone, locale, email_enabled)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (user_id) DO UPDATE
+            SET display_name = EXCLUDED.display_name, email = EXCLUDED.email,
+                time_zone = EXCLUDED.time_zone, locale = EXCLUDED.locale,
+                email_enabled = EXCLUDED.email_enabled, updated_at = now()
+         RETURNING {PARTICIPANT_COLUMNS}"
+    )))
+    .bind(&p.user_id)
+    .bind(&p.display_name)
+    .bind(&p.email)
+    .bind(&p.time_zone)
+    .bind(&p.locale)
+    .bind(p.email_enabled)
+    .fetch_one(pool)
+    .await?;
+    Ok(participant_from_row(&row))
+}
+
+/// Which calls ListCalls returns, and in which order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ListFilter {
+    /// Active calls, soonest first.
+    Upcoming,
+    /// Ended calls, latest first.
+    Past,
+    /// Everything, soonest first.
+    All,
+}
+
+/// Keyset position after the last call of a page.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PageKey {
+    pub start: DateTime<Utc>,
+    pub call_id: uuid::Uuid,
+}
+
+pub async fn list_calls(
+    pool: &PgPool,
+    user: &UserId,
+    filter: ListFilter,
+    after: Option<&PageKey>,
+    limit: u32,
+) -> Result<Vec<Call>, sqlx::Error> {
+    let (status_clause, order, cmp) = match filter {
+        ListFilter::Upcoming => (format!("AND status IN {ACTIVE}"), "ASC", ">"),
+        ListFilter::Past => (format!("AND status NOT IN {ACTIVE}"), "DESC", "<"),
+        ListFilter::All => (String::new(), "ASC", ">"),
+    };
+    let keyset = if after.is_some() {
+        format!("AND (starts_at, call_id) {cmp} ($2, $3)")
+    } else {
+        String::new()
+    };
+    // Two index-friendly halves instead of `student_id = $1 OR coach_id = $1`.
+    let sql = format!(
+        "SELECT state FROM (
+            SELECT state, starts_at, call_id FROM calls WHERE student_id = $1 {status_clause} {keyset}
+            UNION ALL
+            SELECT state, starts_at, call_id FROM calls WHERE coach_id = $1 AND student_id <> $1 {status_clause} {keyset}
+         ) c ORDER BY starts_at {order}, call_id {order} LIMIT $4"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(user.as_str())
+        .bind(after.map(|a| a.start))
+        .bind(after.map(|a| a.call_id))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    rows.into_iter()
+        .map(|r| decode_state(r.get("state")))
+        .collect()
+}
+
+/// Which of these calls the user takes part in.
+pub async fn calls_of_user(
+    pool: &PgPool,
+    user: &str,
+    ids: &[uuid::Uuid],
+) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT call_id FROM calls WHERE call_id = ANY($1) AND (student_id = $2 OR coach_id = $2)",
+    )
+    .bind(ids)
+    .bind(user)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.get("call_id")).collect())
+}
+
+/// A stored first answer to a request id.
+#[derive(Debug, Clone)]
+pub struct StoredAnswer {
+    pub method: String,
+    pub request: Vec<u8>,
+    pub response: Vec<u8>,
+}
+
+pub async fn stored_answer(
+    pool: &PgPool,
+    principal: &str,
+    request_id: &str,
+) -> Result<Option<StoredAnswer>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT method, request, response FROM request_ids WHERE principal = $1 AND request_id = $2",
+    )
+    .bind(principal)
+    .bind(request_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| StoredAnswer {
+        method: r.get("method"),
+        request: r.get("request"),
+        response: r.get("response"),
+    }))
+}
+
+pub async fn store_answer(
+    conn: &mut PgConnection,
+    principal: &str,
+    request_id: &str,
+    answer: &StoredAnswer,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO request_ids (principal, request_id, method, request, response)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(principal)
+    .bind(request_id)
+    .bind(&answer.method)
+    .bind(&answer.request)
+    .bind(&answer.response)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! Validation of request fields into domain values. Every RPC checks its whole
+//! input before acting and reports all bad fields at once, as
+//! google.rpc.BadRequest field violations.
+
+use chrono::{DateTime, Utc};
+use skileez_domain::{CallId, ContractId, DomainError, Fold, RequestedStart, UserId, time};
+use skileez_proto::scheduling as pb;
+
+use crate::error::{ApiError, Violation};
+
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+pub const MAX_NOTE_CHARS: usize = 1000;
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// Collects field violations so a caller learns about every bad field at once.
+#[derive(Debug, Default)]
+pub struct Checks(Vec<Violation>);
+
+impl Checks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps the value, or records the violation and returns `None`.
+    pub fn take<T>(&mut self, result: Result<T, Violation>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(violation) => {
+                self.0.push(violation);
+                None
+            }
+        }
+    }
+
+    pub fn push(&mut self, violation: Violation) {
+        self.0.push(violation);
+    }
+
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidArgument(self.0))
+        }
+    }
+}
+
+pub fn call_id(field: &str, value: &str) -> Result<CallId, Violation> {
+    if value.is_empty() {
+        return Err(Violation::new(field, "required: the call's id (a UUID)"));
+    }
+    uuid::Uuid::parse_str(value).map(CallId).map_err(|_| {
+        Violation::new(
+            field,
+            format!("{value:?} is not a call id: expected a UUID"),
+        )
+    })
+}
+
+pub fn user_id(field: &str, value: &str) -> Result<UserId, Violation> {
+    if value.is_empty() {
+        return Err(Violation::new(field, "required: a user id"));
+    }
+    UserId::parse(value).map_err(|_| {
+        Violation::new(
+            field,
+            "a user id is 1 to 128 characters of letters, digits and _ . : @ -",
+        )
+    })
+}
+
+pub fn contract_id(field: &str, value: &str) -> Result<ContractId, Violation> {
+    if value.is_empty() {
+        return Err(Violation::new(field, "required: the contract's id"));
+    }
+    ContractId::parse(value).map_err(|_| {
+        Violation::new(
+            field,
+            "a contract id is 1 to 128 characters of letters, digits and _ . : @ -",
+        )
+    })
+}
+
+/// AIP-155 request ids are optional; when given they must be short and
+/// printable so that they can be logged and stored as they are.
+pub fn request_id(value: &str) -> Result<Option<String>, Violation> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.len() > MAX_REQUEST_ID_LEN || !value.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(Violation::new(
+            "request_id",
+            format!("at most {MAX_REQUEST_ID_LEN} printable ASCII characters (a UUID is best)"),
+        ));
+    }
+    Ok(Some(value.to_owned()))
+}
+
+/// Optional free text, trimmed; empty means none.
+pub fn text(field: &str, value: &str, max_chars: usize) -> Result<Option<String>, Violation> {
+    let value = value.trim();
+    if value.chars().count() > max_chars {
+        return Err(Violation::new(
+            field,
+            format!(
+                "at most {max_chars} characters, got {}",
+                value.chars().count()
+            ),
+        ));
+    }
+    Ok((!value.is_empty()).then(|| value.to_owned()))
+}
+
+pub fn timestamp(field: &str, value: &prost_types::Timestamp) -> Result<DateTime<Utc>, Violation> {
+    u32::try_from(value.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos))
+        .ok_or_else(|| Violation::new(field, "not a valid timestamp"))
+}
+
+/// Field paths of a start time inside a request (`start` or `new_start`).
+#[derive(Debug, Clone, Copy)]
+pub struct StartField {
+    pub root: &'static str,
+    pub utc: &'static str,
+    pub date_time: &'static str,
+    pub time_zone: &'static str,
+    pub fold: &'static str,
+}
+
+pub const START: StartField = StartField {
+    root: "start",
+    utc: "start.utc",
+    date_time: "start.local.date_time",
+    time_zone: "start.local.time_zone",
+    fold: "start.local.fold",
+};
+
+pub const NEW_START: StartField = StartField {
+    root: "new_start",
+    utc: "new_start.utc",
+    date_time: "new_start.local.date_time",
+    time_zone: "new_start.local.time_zone",
+    fold: "new_start.local.fold",
+};
+
+/// Resolves a requested start to UTC. A local time without a zone is read in
+/// `caller_zone` (the caller's profile zone), when there is one.
+pub fn start(
+    field: StartField,
+    value: Option<&pb::StartTime>,
+    caller_zone: Option<&str>,
+) -> Result<RequestedStart, ApiError> {
+    let time = value.and_then(|s| s.time.as_ref()).ok_or_else(|| {
+        ApiError::invalid(
+            field.root,
+            "required: give either `utc` (a timestamp) or `local` (date_time and time_zone)",
+        )
+    })?;
+    match time {
+        pb::start_time::Time::Utc(ts) => Ok(RequestedStart {
+            utc: timestamp(field.utc, ts).map_err(|v| ApiError::InvalidArgument(vec![v]))?,
+            time_zone: None,
+            local_time: None,
+        }),
+        pb::start_time::Time::Local(local) => {
+            let zone = if local.time_zone.is_empty() {
+                caller_zone.map(str::to_owned).ok_or_else(|| {
+                    ApiError::invalid(
+                        field.time_zone,
+                        "required: your profile has no time zone, so name one (an IANA zone such as Europe/Berlin)",
+                    )
+                })?
+            } else {
+                local.time_zone.clone()
+            };
+            let fold = match local.fold {
+                None => None,
+                Some(raw) => match pb::Fold::try_from(raw) {
+                    Ok(pb::Fold::Earlier) => Some(Fold::Earlier),
+                    Ok(pb::Fold::Later) => Some(Fold::Later),
+                    Ok(pb::Fold::Unspecified) => None,
+                    Err(_) => {
+                        return Err(ApiError::invalid(
+                            field.fold,
+                            "must be FOLD_EARLIER or FOLD_LATER",
+                        ));
+                    }
+                },
+            };
+            let utc = time::resolve_local(&local.date_time, &zone, fold).map_err(|source| {
+                let field = match source {
+                    time::TimeError::UnknownZone { .. } => field.time_zone,
+                    _ => field.date_time,
+                };
+                ApiError::Domain(DomainError::Time { field, source })
+            })?;
+            Ok(RequestedStart {
+                utc,
+                time_zone: Some(zone),
+                local_time: Some(local.date_time.clone()),
+            })
+        }
+    }
+}
+
+/// AIP-158 page size: default 20, at most 100.
+pub fn page_size(value: i32) -> Result<u32, Violation> {
+    match value {
+        0 => Ok(20),
+        1..=100 => Ok(value as u32),
+        101.. => Ok(100),
+        _ => Err(Violation::new("page_size", "must not be negative")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(call_id("call_id", "").is_err());
+        assert!(call_id("call_id", "nope").is_err());
+        assert!(call_id("call_id", "0192f0c4-9b4e-7a2b-8d3e-1f2a3b4c5d6e").is_ok());
+        assert!(user_id("coach_id", "").is_err());
+        assert!(user_id("coach_id", &"x".repeat(129)).is_err());
+        assert!(user_id("coach_id", "coach-7").is_ok());
+    }
+
+    #[test]
+    fn text_is_trimmed_and_bounded() {
+        assert_eq!(text("reason", "  ", 5).unwrap(), None);
+        assert_eq!(text("reason", " ab ", 5).unwrap().as_deref(), Some("ab"));
+        assert!(text("reason", &"é".repeat(6), 5).is_err());
+        assert!(text("reason", &"é".repeat(5), 5).is_ok());
+    }
+
+    #[test]
+    fn request_ids_are_optional_and_bounded() {
+        assert_eq!(request_id("").unwrap(), None);
+        assert!(request_id(&"a".repeat(129)).is_err());
+        assert!(request_id("has space").is_err());
+        assert_eq!(request_id("r-1").unwrap().as_deref(), Some("r-1"));
+    }
+
+    #[test]
+    fn a_local_start_without_zone_uses_the_callers_zone() {
+        let start_time = pb::StartTime {
+            time: Some(pb::start_time::Time::Local(pb::LocalDateTime {
+                date_time: "2026-07-01T10:00".into(),
+                time_zone: String::new(),
+                fold: None,
+            })),
+        };
+        let resolved = start(START, Some(&start_time), Some("Europe/Berlin")).unwrap();
+        assert_eq!(resolved.utc.to_rfc3339(), "2026-07-01T08:00:00+00:00");
+        assert_eq!(resolved.time_zone.as_deref(), Some("Europe/Berlin"));
+        assert!(start(START, Some(&start_time), None).is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! Standard services and whole-service behaviour: health, reflection, paging,
+//! scheduling options and availability.
+
+mod support;
+
+use skileez_proto::scheduling as pb;
+use support::*;
+use tonic::Code;
+
+#[tokio::test]
+async fn health_reports_serving_while_postgres_answers() {
+    let app = TestApp::spawn().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel());
+    let mut status = 0;
+    for _ in 0..50 {
+        status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "skileez.scheduling.v1.SchedulingService".into(),
+            })
+            .await
+            .map(|r| r.into_inner().status)
+            .unwrap_or(0);
+        if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
+
+#[tokio::test]
+async fn reflection_lists_our_services_in_both_protocol_versions() {
+    use tokio_stream::StreamExt;
+    let app = TestApp::spawn().await;
+    {
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut client = ServerReflectionClient::new(app.channel());
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("v1 reflection")
+            .into_inner();
+        let Some(Ok(answer)) = answers.next().await else {
+            panic!("no answer")
+        };
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("not a list")
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for expected in [
+            "skileez.scheduling.v1.SchedulingService",
+            "skileez.scheduling.v1.CallTimerService",
+            "skileez.scheduling.v1.DirectoryService",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+    }
+    {
+        use tonic_reflection::pb::v1alpha::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut client = ServerReflectionClient::new(app.channel());
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("v1alpha reflection")
+            .into_inner();
+        let Some(Ok(answer)) = answers.next().await else {
+            panic!("no answer")
+        };
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("not a list")
+        };
+        assert!(
+            list.service
+                .iter()
+                .any(|s| s.name == "skileez.scheduling.v1.SchedulingService")
+        );
+    }
+}
+
+#[tokio::test]
+async fn list_calls_pages_through_upcoming_and_past_calls() {
+    let app = TestApp::spawn().await;
+    app.add_participant("coach-1", "Europe/Berlin").await;
+    let mut booked = Vec::new();
+    for i in 0..5 {
+        let call = app
+            .book_free(&format!("stu-{i}"), "coach-1", day_at(3 + i, 10, 0))
+            .await
+            .expect("booked");
+        booked.push(card(&call).call_id.clone());
+    }
+    app.student("stu-0")
+        .cancel_call(pb::CancelCallRequest {
+            call_id: booked[0].clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("cancelled");
+    let mut coach = app.coach("coach-1");
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = coach
+            .list_calls(pb::ListCallsRequest {
+                filter: pb::CallFilter::Upcoming as i32,
+                page_size: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(page.calls.len() <= 2);
+        seen.extend(page.calls.iter().map(|c| card(c).call_id.clone()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(
+        seen,
+        booked[1..].to_vec(),
+        "upcoming calls, soonest first, each once"
+    );
+    let names = coach
+        .list_calls(pb::ListCallsRequest {
+            filter: pb::CallFilter::Past as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("past")
+        .into_inner();
+    assert_eq!(names.calls.len(), 1);
+    assert_eq!(
+        card(&names.calls[0]).coach.as_ref().unwrap().display_name,
+        "Name of coach-1"
+    );
+
+    let other = coach
+        .list_calls(pb::ListCallsRequest {
+            user_id: "stu-1".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_code(&other, Code::PermissionDenied);
+    let bad = coach
+        .list_calls(pb::ListCallsRequest {
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(fields(&bad.unwrap_err()), vec!["page_token"]);
+}
+
+#[tokio::test]
+async fn scheduling_options_show_the_free_consultation_and_paid_contracts_with_sessions_left() {
+    let app = TestApp::spawn().await;
+    app.add_contract(
+        "k-paid",
+        "stu-1",
+        "coach-1",
+        pb::ContractStatus::Paid,
+        45,
+        Some(2),
+    )
+    .await;
+    app.add_contract(
+        "k-unlimited",
+        "stu-1",
+        "coach-1",
+        pb::ContractStatus::Paid,
+        60,
+        None,
+    )
+    .await;
+    app.add_contract(
+        "k-accepted",
+        "stu-1",
+        "coach-1",
+        pb::ContractStatus::Accepted,
+        60,
+        Some(3),
+    )
+    .await;
+    let options = |app: &TestApp| {
+        let mut client = app.student("stu-1");
+        async move {
+            client
+                .get_scheduling_options(pb::GetSchedulingOptionsRequest {
+                    student_id: "stu-1".into(),
+                    coach_id: "coach-1".into(),
+                })
+                .await
+                .expect("options")
+                .into_inner()
+        }
+    };
+    let before = options(&app).await;
+    assert!(before.free_consultation.as_ref().unwrap().available);
+    let contracts: Vec<(String, Option<u32>)> = before
+        .paid_sessions
+        .iter()
+        .map(|p| (p.contract_id.clone(), p.sessions_left))
+        .collect();
+    assert_eq!(
+        contracts,
+        [
+            ("k-paid".to_owned(), Some(2)),
+            ("k-unlimited".to_owned(), None)
+        ]
+    );
+
+    let free = app
+        .book_free("stu-1", "coach-1", day_at(3, 10, 0))
+        .await
+        .expect("booked");
+    app.book_paid("stu-1", "coach-1", "k-paid", day_at(4, 10, 0))
+        .await
+        .expect("booked");
+    app.book_paid("stu-1", "coach-1", "k-paid", day_at(5, 10, 0))
+        .await
+        .expect("booked");
+    let after = options(&app).await;
+    let option = after.free_consultation.unwrap();
+    assert!(!option.available);
+    assert_eq!(
+        card(option.existing.as_ref().unwrap()).call_id,
+        card(&free).call_id
+    );
+    assert_eq!(
+        after
+            .paid_sessions
+            .iter()
+            .map(|p| p.contract_id.as_str())
+            .collect::<Vec<_>>(),
+        ["k-unlimited"],
+        "a contract with no sessions left is not offered"
+    );
+    let nosy = app
+        .student("stu-2")
+        .get_scheduling_options(pb::GetSchedulingOptionsRequest {
+            student_id: "stu-1".into(),
+            coach_id: "coach-1".into(),
+        })
+        .await;
+    assert_code(&nosy, Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn check_availability_names_the_clash_and_the_rules() {
+    let app = TestApp::spawn().await;
+    let booked = app
+        .book_free("stu-1", "coach-1", day_at(3, 10, 0))
+        .await
+        .expect("booked");
+    let mut other = app.student("stu-2");
+    let check = |start| pb::CheckAvailabilityRequest {
+        coach_id: "coach-1".into(),
+        start: Some(utc(start)),
+        duration_minutes: 30,
+        student_id: String::new(),
+    };
+    let busy = other
+        .check_availability(check(day_at(3, 9, 50)))
+        .await
+        .expect("answer")
+        .into_inner();
+    assert!(!busy.available);
+    assert_eq!(busy.conflicts.len(), 1);
+    assert_eq!(busy.conflicts[0].start, card(&booked).start);
+    assert!(
+        busy.conflicts[0].call_id.is_empty(),
+        "someone else's call id is not revealed"
+    );
+    let free = other
+        .check_availability(check(day_at(3, 10, 15)))
+        .await
+        .expect("answer")
+        .into_inner();
+    assert!(free.available, "back to back is free: {free:?}");
+    let past = other
+        .check_availability(check(day_at(-1, 10, 0)))
+        .await
+        .expect("answer")
+        .into_inner();
+    assert!(!past.available);
+    assert_eq!(past.violations[0].reason, "NOT_ENOUGH_NOTICE");
+}

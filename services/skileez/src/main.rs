@@ -1,0 +1,136 @@
+//! The `skileez` command: `dev` runs the services in one process against
+//! local PostgreSQL and NATS; `migrate` applies the schema; `token` mints a
+//! development token; `call …` talks to a running scheduling service.
+
+mod client;
+mod output;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use secrecy::ExposeSecret;
+use skileez_scheduling::{
+    auth::{TokenIssuer, parse_role},
+    config::{self, Config, JwtKey},
+};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "skileez",
+    version,
+    about = "Skileez call scheduling: run the services, book and follow calls"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Runs every service in one process (applies migrations first).
+    Dev,
+    /// Applies the database migrations and exits.
+    Migrate,
+    /// Mints a development token (HS256, with SKILEEZ_JWT_SECRET[_FILE]).
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// student, coach, admin or service.
+        #[arg(long)]
+        role: String,
+        /// How long the token is valid, e.g. 12h.
+        #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Book, change and follow calls.
+    Call(client::CallArgs),
+    /// Participants and contracts (admin or service token).
+    Directory(client::DirectoryArgs),
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Dev => {
+            init_tracing();
+            dev().await
+        }
+        Commands::Migrate => {
+            init_tracing();
+            let config = Config::from_env()?;
+            let pool = skileez_scheduling::connect(&config).await?;
+            skileez_eventstore::MIGRATOR
+                .run(&pool)
+                .await
+                .context("applying migrations")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Commands::Token { sub, role, ttl } => {
+            let role =
+                parse_role(&role).context("--role must be student, coach, admin or service")?;
+            let key = config::jwt_key_from_lookup(|name| std::env::var(name).ok())?;
+            let JwtKey::Secret(secret) = key else {
+                anyhow::bail!(
+                    "tokens can only be minted with an HS256 secret (SKILEEZ_JWT_SECRET or SKILEEZ_JWT_SECRET_FILE)"
+                );
+            };
+            let env = |name: &str, default: &str| {
+                std::env::var(name).unwrap_or_else(|_| default.to_owned())
+            };
+            let issuer = TokenIssuer::new(
+                secret.expose_secret(),
+                &env("SKILEEZ_JWT_ISSUER", config::DEFAULT_JWT_ISSUER),
+                &env("SKILEEZ_JWT_AUDIENCE", config::DEFAULT_JWT_AUDIENCE),
+            );
+            println!("{}", issuer.mint(&sub, role, ttl));
+            Ok(())
+        }
+        Commands::Call(args) => client::call(args).await,
+        Commands::Directory(args) => client::directory(args).await,
+    }
+}
+
+/// `skileez dev`: migrations, then the services, until Ctrl-C.
+async fn dev() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let pool = skileez_scheduling::connect(&config).await?;
+    skileez_eventstore::MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying migrations")?;
+    tracing::info!("migrations applied");
+    let shutdown = CancellationToken::new();
+    let app = skileez_scheduling::Application::build_with_pool(config, pool).await?;
+    println!("scheduling service on {}", app.local_addr());
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("shutting down");
+        }
+        signal.cancel();
+    });
+    app.run(shutdown).await?;
+    Ok(())
+}

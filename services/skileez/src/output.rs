@@ -1,0 +1,321 @@
+//! What the client commands print: readable text, or the API's messages as
+//! protobuf JSON (`--output json`), and gRPC errors with their details.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage};
+use skileez_proto::{call as ev, scheduling as pb};
+use tonic::{Response, Status};
+use tonic_types::StatusExt;
+
+use crate::OutputFormat;
+
+/// Unwraps a response, or turns the status into a readable error that names
+/// the code, the reason and every bad field.
+pub fn ok<T>(result: Result<Response<T>, Status>) -> anyhow::Result<T> {
+    result.map(Response::into_inner).map_err(status_error)
+}
+
+pub fn status_error(status: Status) -> anyhow::Error {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    let details = status.get_error_details();
+    if let Some(info) = details.error_info() {
+        text.push_str(&format!("\n  reason: {}", info.reason));
+        for (key, value) in &info.metadata {
+            text.push_str(&format!("\n  {key}: {value}"));
+        }
+    }
+    if let Some(bad) = details.bad_request() {
+        for violation in &bad.field_violations {
+            text.push_str(&format!(
+                "\n  {}: {}",
+                violation.field, violation.description
+            ));
+        }
+    }
+    anyhow::anyhow!(text)
+}
+
+pub struct Printer {
+    format: OutputFormat,
+    zone: Tz,
+    pool: DescriptorPool,
+}
+
+impl Printer {
+    pub fn new(format: OutputFormat, zone: Option<&str>) -> anyhow::Result<Self> {
+        let zone = match zone {
+            Some(z) => z
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--tz {z:?} is not an IANA time zone"))?,
+            None => Tz::UTC,
+        };
+        let pool = DescriptorPool::decode(skileez_proto::FILE_DESCRIPTOR_SET)
+            .context("reading the proto descriptors")?;
+        Ok(Self { format, zone, pool })
+    }
+
+    /// Prints any API message as protobuf JSON.
+    pub fn json<M: Message>(&self, message: &M, name: &str) -> anyhow::Result<()> {
+        let descriptor = self
+            .pool
+            .get_message_by_name(name)
+            .with_context(|| format!("unknown message {name}"))?;
+        let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
+        println!("{}", serde_json::to_string_pretty(&dynamic)?);
+        Ok(())
+    }
+
+    pub fn message<M: Message + std::fmt::Debug>(
+        &self,
+        message: &M,
+        name: &str,
+    ) -> anyhow::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.json(message, name),
+            OutputFormat::Text => {
+                println!("{message:#?}");
+                Ok(())
+            }
+        }
+    }
+
+    fn time(&self, ts: Option<&prost_types::Timestamp>) -> String {
+        ts.and_then(|t| {
+            DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+        })
+        .map(|t| {
+            t.with_timezone(&self.zone)
+                .format("%Y-%m-%d %H:%M %Z")
+                .to_string()
+        })
+        .unwrap_or_else(|| "-".to_owned())
+    }
+
+    fn call_text(&self, call: &pb::Call) -> String {
+        let Some(card) = &call.card else {
+            return "(empty call)".to_owned();
+        };
+        let status = ev::CallStatus::try_from(card.status)
+            .map(|s| {
+                s.as_str_name()
+                    .trim_start_matches("CALL_STATUS_")
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        let kind = match ev::CallKind::try_from(card.kind) {
+            Ok(ev::CallKind::FreeConsultation) => "free consultation",
+            Ok(ev::CallKind::PaidSession) => "paid session",
+            _ => "call",
+        };
+        let person = |p: &Option<ev::Person>| {
+            p.as_ref()
+                .map(|p| {
+                    if p.display_name.is_empty() {
+                        p.user_id.clone()
+                    } else {
+                        format!("{} ({})", p.user_id, p.display_name)
+                    }
+                })
+                .unwrap_or_default()
+        };
+        let actions: Vec<String> = card
+            .allowed_actions
+            .iter()
+            .filter_map(|a| ev::CallAction::try_from(*a).ok())
+            .map(|a| {
+                a.as_str_name()
+                    .trim_start_matches("CALL_ACTION_")
+                    .to_lowercase()
+            })
+            .collect();
+        let mut text = format!(
+            "call {}  {status}  {kind}\n  start    {} ({} min), joinable from {}\n  student  {}\n  coach    {}",
+            card.call_id,
+            self.time(card.start.as_ref()),
+            card.duration_minutes,
+            self.time(card.joinable_from.as_ref()),
+            person(&card.student),
+            person(&card.coach),
+        );
+        if !card.contract_id.is_empty() {
+            text.push_str(&format!("\n  contract {}", card.contract_id));
+        }
+        if !card.rescheduled_from.is_empty() {
+            text.push_str(&format!("\n  moved from {}", card.rescheduled_from));
+        }
+        if !card.rescheduled_to.is_empty() {
+            text.push_str(&format!("\n  moved to {}", card.rescheduled_to));
+        }
+        if let Some(c) = &call.cancellation {
+            text.push_str(&format!(
+                "\n  cancelled by {}{}{}",
+                c.by.as_ref().map(|a| a.user_id.as_str()).unwrap_or("?"),
+                if c.late { " (late)" } else { "" },
+                if c.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", c.reason)
+                }
+            ));
+        }
+        for join in &call.joins {
+            text.push_str(&format!(
+                "\n  joined   {} at {}",
+                join.user_id,
+                self.time(join.joined_at.as_ref())
+            ));
+        }
+        if let Ok(attendance) = ev::Attendance::try_from(card.attendance)
+            && attendance != ev::Attendance::Unspecified
+        {
+            text.push_str(&format!(
+                "\n  attended {}",
+                attendance
+                    .as_str_name()
+                    .trim_start_matches("ATTENDANCE_")
+                    .to_lowercase()
+            ));
+        }
+        if !actions.is_empty() {
+            text.push_str(&format!("\n  actions  {}", actions.join(", ")));
+        }
+        text
+    }
+
+    pub fn call(&self, call: &pb::Call) -> anyhow::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.json(call, "skileez.scheduling.v1.Call"),
+            OutputFormat::Text => {
+                println!("{}", self.call_text(call));
+                Ok(())
+            }
+        }
+    }
+
+    pub fn call_response(&self, response: &pb::CallResponse) -> anyhow::Result<()> {
+        match (self.format, &response.call) {
+            (OutputFormat::Json, _) => self.json(response, "skileez.scheduling.v1.CallResponse"),
+            (OutputFormat::Text, Some(call)) => self.call(call),
+            (OutputFormat::Text, None) => Ok(()),
+        }
+    }
+
+    pub fn schedule(&self, response: &pb::ScheduleCallResponse) -> anyhow::Result<()> {
+        match (self.format, &response.call) {
+            (OutputFormat::Json, _) => {
+                self.json(response, "skileez.scheduling.v1.ScheduleCallResponse")
+            }
+            (OutputFormat::Text, Some(call)) => self.call(call),
+            (OutputFormat::Text, None) => Ok(()),
+        }
+    }
+
+    pub fn reschedule(&self, response: &pb::RescheduleCallResponse) -> anyhow::Result<()> {
+        match self.format {
+            OutputFormat::Json => {
+                self.json(response, "skileez.scheduling.v1.RescheduleCallResponse")
+            }
+            OutputFormat::Text => {
+                if let Some(call) = &response.call {
+                    println!("{}", self.call_text(call));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn list(&self, response: &pb::ListCallsResponse) -> anyhow::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.json(response, "skileez.scheduling.v1.ListCallsResponse"),
+            OutputFormat::Text => {
+                if response.calls.is_empty() {
+                    println!("no calls");
+                }
+                for call in &response.calls {
+                    println!("{}\n", self.call_text(call));
+                }
+                if !response.next_page_token.is_empty() {
+                    println!("more: --page-token {}", response.next_page_token);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn event_text(&self, event: &ev::CallEvent) -> String {
+        let name = match &event.event {
+            Some(ev::call_event::Event::Scheduled(_)) => "CallScheduled",
+            Some(ev::call_event::Event::Rescheduled(_)) => "CallRescheduled",
+            Some(ev::call_event::Event::ReminderDue(_)) => "CallReminderDue",
+            Some(ev::call_event::Event::Ready(_)) => "CallReady",
+            Some(ev::call_event::Event::ParticipantJoined(_)) => "ParticipantJoined",
+            Some(ev::call_event::Event::Started(_)) => "CallStarted",
+            Some(ev::call_event::Event::Ended(_)) => "CallEnded",
+            Some(ev::call_event::Event::Cancelled(_)) => "CallCancelled",
+            Some(ev::call_event::Event::Missed(_)) => "CallMissed",
+            None => "?",
+        };
+        let actor = event
+            .actor
+            .as_ref()
+            .map(|a| {
+                format!(
+                    "{} ({})",
+                    a.user_id,
+                    ev::ActorRole::try_from(a.role)
+                        .map(|r| r
+                            .as_str_name()
+                            .trim_start_matches("ACTOR_ROLE_")
+                            .to_lowercase())
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_else(|| "-".to_owned());
+        format!(
+            "{:>3}  {}  {:<18} by {}  call {}",
+            event.stream_version,
+            self.time(event.occurred_at.as_ref()),
+            name,
+            actor,
+            event.call_id
+        )
+    }
+
+    pub fn history(&self, response: &pb::GetCallHistoryResponse) -> anyhow::Result<()> {
+        match self.format {
+            OutputFormat::Json => {
+                self.json(response, "skileez.scheduling.v1.GetCallHistoryResponse")
+            }
+            OutputFormat::Text => {
+                for event in &response.events {
+                    println!("{}", self.event_text(event));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn change(&self, change: &pb::CallChange) -> anyhow::Result<()> {
+        match self.format {
+            OutputFormat::Json => {
+                let descriptor = self
+                    .pool
+                    .get_message_by_name("skileez.scheduling.v1.CallChange")
+                    .context("unknown message CallChange")?;
+                let dynamic =
+                    DynamicMessage::decode(descriptor, change.encode_to_vec().as_slice())?;
+                println!("{}", serde_json::to_string(&dynamic)?);
+                Ok(())
+            }
+            OutputFormat::Text => {
+                if let Some(event) = &change.event {
+                    println!("{}  [{}]", self.event_text(event), change.position);
+                }
+                Ok(())
+            }
+        }
+    }
+}
