@@ -333,4 +333,74 @@ mod tests {
             }
         }
     }
+
+    /// A throwaway Ed25519 key pair made for this test only.
+    const ED25519_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIN4JD7Dcc2PhuDQ1yijmuO06MdUE12+EGxGshmYllIbX
+-----END PRIVATE KEY-----
+";
+    const ED25519_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAtKzNLOAND6y1FrNB2QDZz5ptz03aSzJ+2aGHNVOmHlU=
+-----END PUBLIC KEY-----
+";
+
+    #[test]
+    fn eddsa_tokens_verify_against_the_public_key_and_hs256_forgeries_do_not() {
+        let config = JwtConfig {
+            key: JwtKey::PublicKeyPem {
+                pem: ED25519_PUBLIC.to_owned(),
+                path: "test.pem".into(),
+            },
+            issuer: "skileez".into(),
+            audience: "skileez-scheduling".into(),
+        };
+        let auth = Authenticator::new(&config).unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = Claims {
+            sub: "coach-1".into(),
+            role: "coach".into(),
+            iat: now,
+            exp: now + 60,
+            iss: "skileez".into(),
+            aud: "skileez-scheduling".into(),
+        };
+        let signed = jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            &claims,
+            &EncodingKey::from_ed_pem(ED25519_PRIVATE.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let principal = auth
+            .authenticate(&metadata(&format!("Bearer {signed}")))
+            .unwrap();
+        assert_eq!(principal.role, ActorRole::Coach);
+
+        // The classic confusion attack: an HS256 token keyed with the public key.
+        let forged =
+            TokenIssuer::new(ED25519_PUBLIC, "skileez", "skileez-scheduling").mint_claims(&claims);
+        assert!(matches!(
+            auth.authenticate(&metadata(&format!("Bearer {forged}"))),
+            Err(ApiError::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn a_public_key_that_is_not_pem_is_a_config_error_naming_the_variable() {
+        let config = JwtConfig {
+            key: JwtKey::PublicKeyPem {
+                pem: "not a key".into(),
+                path: "bad.pem".into(),
+            },
+            issuer: "skileez".into(),
+            audience: "skileez-scheduling".into(),
+        };
+        let err = Authenticator::new(&config).err().unwrap();
+        assert!(
+            err.to_string().contains("SKILEEZ_JWT_PUBLIC_KEY_FILE"),
+            "{err}"
+        );
+    }
 }

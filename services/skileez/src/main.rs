@@ -112,7 +112,28 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// `skileez dev`: migrations, then the services, until Ctrl-C.
+/// Cancels `shutdown` on Ctrl-C or SIGTERM (what a process manager sends).
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+/// `skileez dev`: migrations, then the services, until Ctrl-C or SIGTERM.
 async fn dev() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let pool = skileez_scheduling::connect(&config).await?;
@@ -123,14 +144,9 @@ async fn dev() -> anyhow::Result<()> {
     tracing::info!("migrations applied");
     let shutdown = CancellationToken::new();
     let app = skileez_scheduling::Application::build_with_pool(config, pool).await?;
+    // Scripts and tests read the bound address from this line.
     println!("scheduling service on {}", app.local_addr());
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("shutting down");
-        }
-        signal.cancel();
-    });
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
     app.run(shutdown).await?;
     Ok(())
 }
