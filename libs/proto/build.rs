@@ -6,11 +6,15 @@ use std::{env, path::PathBuf};
 
 const PROTOS: &[&str] = &[
     "skileez/call/v1/call.proto",
+    "skileez/contract/v1/contract.proto",
     "skileez/scheduling/v1/scheduling.proto",
+    "skileez/user/v1/user.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with env!(): a build script compiled in one clone
+    // may be reused by another clone sharing the target folder.
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     println!("cargo:rerun-if-changed={}", root.display());
     let files = protox::compile(PROTOS, [&root])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);

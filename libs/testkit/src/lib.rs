@@ -11,6 +11,8 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`; the role needs `CREATEDB`.
 //! Set `SKILEEZ_TEST_KEEP_DB=1` to keep the databases for a post-mortem.
 
+pub mod nats;
+
 use std::str::FromStr;
 use std::sync::OnceLock;
 

@@ -304,6 +304,7 @@ impl Scheduler {
         }
         uow.commit().await.map_err(ApiError::from)?;
         self.committed.notify_waiters();
+        crate::relay::wake(&self.pool).await;
         Ok(response)
     }
 

@@ -20,6 +20,15 @@ pub struct Config {
     /// How often the change feed is polled for commits made by other
     /// instances; commits of this instance wake it at once.
     pub feed_poll_interval: StdDuration,
+    /// JetStream replicas of our streams and bucket: 1 on one machine, 3 in
+    /// a cluster.
+    pub stream_replicas: usize,
+    /// Whether this instance runs the outbox relay (one instance at a time
+    /// publishes; the others stand by).
+    pub relay: bool,
+    /// Whether this instance consumes the platform's contract and user
+    /// events into the directory.
+    pub ingest: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +157,9 @@ impl Config {
                 )?
                 .to_std()
                 .unwrap_or(StdDuration::from_millis(250)),
+            stream_replicas: env.number("SKILEEZ_STREAM_REPLICAS", 1)?,
+            relay: env.flag("SKILEEZ_RELAY", true)?,
+            ingest: env.flag("SKILEEZ_INGEST", true)?,
         })
     }
 }

@@ -12,7 +12,9 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod ingest;
 pub mod mapping;
+pub mod relay;
 pub mod repo;
 pub mod validate;
 
@@ -126,6 +128,15 @@ impl Application {
             shutdown.clone(),
         ));
 
+        if config.relay || config.ingest {
+            tasks.spawn(run_bus_tasks(
+                config.clone(),
+                scheduler.clone(),
+                tasks.clone(),
+                shutdown.clone(),
+            ));
+        }
+
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         tasks.spawn(report_health(
             pool.clone(),
@@ -174,6 +185,77 @@ impl Application {
 /// Builds and runs the service: the entry point of `main` and `skileez dev`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     Application::build(config).await?.run(shutdown).await
+}
+
+/// Connects to NATS (retrying with back-off until it answers, so the service
+/// serves bookings even while NATS is down) and then starts the relay and the
+/// directory ingest.
+async fn run_bus_tasks(
+    config: Config,
+    scheduler: Scheduler,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let bus_config = skileez_bus::BusConfig {
+        url: config.nats_url.clone(),
+        stream_replicas: config.stream_replicas,
+        ..skileez_bus::BusConfig::default()
+    };
+    let mut backoff = Duration::from_millis(200);
+    let bus = loop {
+        let connected = match skileez_bus::Bus::connect(&bus_config).await {
+            Ok(bus) => bus.ensure_topology().await.map(|()| bus),
+            Err(error) => Err(error),
+        };
+        match connected {
+            Ok(bus) => break bus,
+            Err(error) => {
+                tracing::warn!(%error, "NATS unavailable; events wait in the store; retrying in {backoff:?}");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    if config.relay {
+        let relay = relay::Relay {
+            store: scheduler.store().clone(),
+            bus: bus.clone(),
+            policy: config.policy.clone(),
+            committed: scheduler.committed(),
+            database_url: config.database_url.expose_secret().to_owned(),
+        };
+        tasks.spawn(relay.run(shutdown.clone()));
+    }
+    if config.ingest {
+        let handler = Arc::new(ingest::DirectoryIngest {
+            pool: scheduler.pool().clone(),
+        });
+        let consumer = skileez_bus::ConsumerConfig::new(
+            ingest::CONSUMER,
+            &bus.names().platform_stream,
+            bus.names().platform_subjects(),
+        );
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            while !shutdown.is_cancelled() {
+                match skileez_bus::run_consumer(bus.clone(), consumer.clone(), handler.clone(), shutdown.clone()).await {
+                    Ok(()) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, "directory ingest interrupted; retrying in {backoff:?}");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// Health names reported: the whole server ("") and each API.

@@ -273,6 +273,64 @@ pub async fn upsert_contract(
     contract_from_row(&row)
 }
 
+/// Projects a contract fact of `version`; false when the row already holds
+/// that version or a newer one (a redelivery or a late message).
+pub async fn ingest_contract(
+    conn: &mut PgConnection,
+    c: &ContractSnapshot,
+    version: u64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO contracts (contract_id, student_id, coach_id, status, session_minutes, sessions_total, source_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (contract_id) DO UPDATE
+            SET student_id = EXCLUDED.student_id, coach_id = EXCLUDED.coach_id,
+                status = EXCLUDED.status, session_minutes = EXCLUDED.session_minutes,
+                sessions_total = EXCLUDED.sessions_total, source_version = EXCLUDED.source_version,
+                updated_at = now()
+          WHERE contracts.source_version < EXCLUDED.source_version",
+    )
+    .bind(c.id.as_str())
+    .bind(c.student_id.as_str())
+    .bind(c.coach_id.as_str())
+    .bind(contract_status_str(c.status))
+    .bind(i32::try_from(c.session_minutes).unwrap_or(i32::MAX))
+    .bind(c.sessions_total.map(|t| i32::try_from(t).unwrap_or(i32::MAX)))
+    .bind(i64::try_from(version).unwrap_or(i64::MAX))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Projects a participant fact of `version`; false when the row already holds
+/// that version or a newer one.
+pub async fn ingest_participant(
+    conn: &mut PgConnection,
+    p: &ParticipantRow,
+    version: u64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO participants (user_id, display_name, email, time_zone, locale, email_enabled, source_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (user_id) DO UPDATE
+            SET display_name = EXCLUDED.display_name, email = EXCLUDED.email,
+                time_zone = EXCLUDED.time_zone, locale = EXCLUDED.locale,
+                email_enabled = EXCLUDED.email_enabled, source_version = EXCLUDED.source_version,
+                updated_at = now()
+          WHERE participants.source_version < EXCLUDED.source_version",
+    )
+    .bind(&p.user_id)
+    .bind(&p.display_name)
+    .bind(&p.email)
+    .bind(&p.time_zone)
+    .bind(&p.locale)
+    .bind(p.email_enabled)
+    .bind(i64::try_from(version).unwrap_or(i64::MAX))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParticipantRow {
     pub user_id: String,

@@ -3,6 +3,7 @@
 //! development token; `call …` talks to a running scheduling service.
 
 mod client;
+mod events;
 mod output;
 
 use std::time::Duration;
@@ -49,6 +50,8 @@ enum Commands {
     Call(client::CallArgs),
     /// Participants and contracts (admin or service token).
     Directory(client::DirectoryArgs),
+    /// Call events on NATS JetStream: tail live, replay from a sequence.
+    Events(events::EventsArgs),
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -109,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Commands::Call(args) => client::call(args).await,
         Commands::Directory(args) => client::directory(args).await,
+        Commands::Events(args) => events::run(args).await,
     }
 }
 

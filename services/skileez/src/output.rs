@@ -318,4 +318,26 @@ impl Printer {
             }
         }
     }
+
+    /// One message of the CALL_EVENTS stream.
+    pub fn stream_event(
+        &self,
+        sequence: u64,
+        subject: &str,
+        event: &ev::CallEvent,
+    ) -> anyhow::Result<()> {
+        match self.format {
+            OutputFormat::Json => {
+                let descriptor = self
+                    .pool
+                    .get_message_by_name("skileez.call.v1.CallEvent")
+                    .context("unknown message CallEvent")?;
+                let dynamic = DynamicMessage::decode(descriptor, event.encode_to_vec().as_slice())?;
+                let line = serde_json::json!({ "sequence": sequence, "subject": subject, "event": dynamic });
+                println!("{line}");
+            }
+            OutputFormat::Text => println!("#{sequence:<6} {}", self.event_text(event)),
+        }
+        Ok(())
+    }
 }

@@ -64,7 +64,7 @@ pub fn contract_to_pb(c: ContractSnapshot) -> pb::Contract {
     }
 }
 
-fn validate_participant(p: &pb::Participant) -> Result<ParticipantRow, ApiError> {
+pub fn validate_participant(p: &pb::Participant) -> Result<ParticipantRow, ApiError> {
     let mut checks = Checks::new();
     let user_id = checks.take(validate::user_id("participant.user_id", &p.user_id));
     let display_name = p.display_name.trim();
@@ -120,7 +120,7 @@ fn validate_participant(p: &pb::Participant) -> Result<ParticipantRow, ApiError>
     })
 }
 
-fn validate_contract(c: &pb::Contract) -> Result<ContractSnapshot, ApiError> {
+pub fn validate_contract(c: &pb::Contract) -> Result<ContractSnapshot, ApiError> {
     let mut checks = Checks::new();
     let id = checks.take(validate::contract_id(
         "contract.contract_id",

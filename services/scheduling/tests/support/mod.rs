@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use skileez_domain::{ActorRole, Policy};
 use skileez_proto::scheduling as pb;
 use skileez_scheduling::{Application, Config, auth::TokenIssuer};
-use skileez_testkit::TestDatabase;
+use skileez_testkit::{TestDatabase, nats::TestNats};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -43,6 +43,8 @@ impl tonic::service::Interceptor for Bearer {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub db: TestDatabase,
+    /// The private NATS server, for apps spawned with one.
+    pub nats: Option<TestNats>,
     pub policy: Policy,
     pub issuer: TokenIssuer,
     channel: Channel,
@@ -73,6 +75,16 @@ impl TestApp {
     }
 
     pub async fn spawn_with(policy: Policy) -> Self {
+        Self::spawn_full(policy, None).await
+    }
+
+    /// The service with its relay and directory ingest on a private NATS.
+    pub async fn spawn_with_nats(policy: Policy) -> Self {
+        let nats = TestNats::new().await;
+        Self::spawn_full(policy, Some(nats)).await
+    }
+
+    async fn spawn_full(policy: Policy, nats: Option<TestNats>) -> Self {
         // Logs of the service show with a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -87,6 +99,12 @@ impl TestApp {
             ("SKILEEZ_GRPC_ADDR", "127.0.0.1:0".to_owned()),
             ("DATABASE_URL", db.url()),
             ("SKILEEZ_FEED_POLL_INTERVAL", "50ms".to_owned()),
+            ("SKILEEZ_RELAY", nats.is_some().to_string()),
+            ("SKILEEZ_INGEST", nats.is_some().to_string()),
+            (
+                "NATS_URL",
+                nats.as_ref().map(TestNats::url).unwrap_or_default(),
+            ),
         ]);
         let mut config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test config");
         config.policy = policy.clone();
@@ -106,6 +124,7 @@ impl TestApp {
         Self {
             addr,
             db,
+            nats,
             policy,
             issuer,
             channel,

@@ -1,0 +1,315 @@
+//! The outbox relay: publishes every committed call event to JetStream, in
+//! commit order, and keeps each call's latest card in the CALL_CARDS bucket.
+//!
+//! The event store is the outbox (DESIGN.md rule 2). The relay reads the
+//! store's gap-free feed from its checkpoint, publishes with `Nats-Msg-Id` =
+//! event id, and moves the checkpoint only past events JetStream has
+//! acknowledged. A crash between the ack and the checkpoint republishes, and
+//! JetStream drops the repeat inside its duplicate window; consumers dedupe by
+//! event id beyond it.
+//!
+//! One relay publishes at a time, whatever the number of scheduling
+//! instances: leadership is a session advisory lock held on a dedicated
+//! connection. If that connection dies the lock is released and another
+//! instance takes over from the shared checkpoint; for the moment both may
+//! publish, each does so in feed order and JetStream keeps the first copy of
+//! each event, so the stream's per-call order holds.
+//!
+//! The relay wakes at once on a commit of this instance (an in-process
+//! signal) or of another (a `NOTIFY` sent after commit), and polls slowly as
+//! a safety net; `NOTIFY` only wakes, it is never the queue.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use prost::Message;
+use skileez_bus::{Bus, OutgoingEvent};
+use skileez_domain::Policy;
+use skileez_eventstore::{EventStore, FeedPosition};
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgListener};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    error::ApiError,
+    feed::{self, Change},
+};
+
+/// The channel a commit notifies to wake relays of other instances.
+pub const WAKE_CHANNEL: &str = "skileez_events";
+/// The relay's name in `relay_checkpoints`.
+pub const RELAY_NAME: &str = "call-events";
+/// Advisory lock key of the relay's leadership ("skileez relay").
+const LEADER_LOCK: i64 = 0x736b_696c_6565_7a01;
+const BATCH: u32 = 500;
+/// The safety-net poll when no wake-up comes.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// `ce-source` of our events.
+pub const EVENT_SOURCE: &str = "//skileez/scheduling";
+pub const CONTENT_TYPE: &str = "application/protobuf; messageType=skileez.call.v1.CallEvent";
+
+/// Why a relay round stopped.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("bus: {0}")]
+    Bus(#[from] skileez_bus::BusError),
+}
+
+pub struct Relay {
+    pub store: EventStore,
+    pub bus: Bus,
+    pub policy: Policy,
+    /// Fired by this instance after each commit.
+    pub committed: Arc<Notify>,
+    pub database_url: String,
+}
+
+impl Relay {
+    /// Runs until `shutdown`: waits for leadership, then relays; on any
+    /// failure backs off and starts over from the stored checkpoint.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            match self.lead(&shutdown).await {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(error) => {
+                    metrics::counter!("skileez_relay_errors_total").increment(1);
+                    tracing::warn!(%error, "relay interrupted; retrying in {backoff:?}");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Takes leadership (or waits for it) and relays while it holds.
+    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
+        let mut lock = PgConnection::connect(&self.database_url).await?;
+        loop {
+            let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(LEADER_LOCK)
+                .fetch_one(&mut lock)
+                .await?;
+            if leader {
+                break;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(IDLE_POLL) => {}
+            }
+        }
+        tracing::info!("relay leadership taken");
+        metrics::gauge!("skileez_relay_leader").set(1.0);
+        let result = self.relay(&mut lock, shutdown).await;
+        metrics::gauge!("skileez_relay_leader").set(0.0);
+        // Closing the session releases the advisory lock.
+        let _ = lock.close().await;
+        result
+    }
+
+    async fn relay(
+        &self,
+        lock: &mut PgConnection,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RelayError> {
+        self.bus.ensure_topology().await?;
+        let mut listener = PgListener::connect(&self.database_url).await?;
+        listener.listen(WAKE_CHANNEL).await?;
+        let pool = self.store.pool();
+        let mut position = load_checkpoint(pool).await?;
+        loop {
+            // Register for the in-process wake-up before reading, so a commit
+            // landing during the read still wakes the next wait.
+            let woken = self.committed.notified();
+            let records = self
+                .store
+                .read_feed(position, BATCH)
+                .await
+                .map_err(ApiError::from)?;
+            report_lag(pool, position, records.first().map(|r| r.recorded_at)).await;
+            if !records.is_empty() {
+                // Still the leader? A dead lock connection means another
+                // instance may have taken over.
+                sqlx::query("SELECT 1").execute(&mut *lock).await?;
+                let changes = feed::to_changes(&self.store, &self.policy, &records).await?;
+                let published = self.publish(&changes).await;
+                let (acked, reached) = match &published {
+                    // Everything read is out, including records of streams
+                    // that are not calls (they have no change to publish).
+                    Ok(()) => (changes.len(), records.last().map(|r| r.feed_position())),
+                    Err((acked, _)) => (*acked, changes[..*acked].last().map(|c| c.position)),
+                };
+                if let Some(reached) = reached {
+                    position = reached;
+                    save_checkpoint(pool, position).await?;
+                    metrics::counter!("skileez_relay_published_total").increment(acked as u64);
+                    self.put_cards(&changes[..acked]).await;
+                }
+                if let Err((_, error)) = published {
+                    return Err(error.into());
+                }
+                if records.len() == BATCH as usize {
+                    continue;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = woken => {}
+                notification = listener.recv() => { notification?; }
+                () = tokio::time::sleep(IDLE_POLL) => {}
+            }
+        }
+    }
+
+    async fn publish(&self, changes: &[Change]) -> Result<(), (usize, skileez_bus::BusError)> {
+        let events = changes.iter().map(|change| self.outgoing(change)).collect();
+        self.bus.publish_batch(events).await.map(|_| ())
+    }
+
+    fn outgoing(&self, change: &Change) -> OutgoingEvent {
+        let event = &change.event;
+        let event_type = event_type(event);
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        OutgoingEvent {
+            subject: self.bus.call_subject(event_type, &event.call_id),
+            event_id: uuid::Uuid::parse_str(&event.event_id).unwrap_or_default(),
+            event_type: format!("skileez.call.v1.{event_type}"),
+            subject_id: event.call_id.clone(),
+            time: event
+                .occurred_at
+                .and_then(|t| {
+                    chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                })
+                .unwrap_or_default(),
+            payload: Bytes::from(event.encode_to_vec()),
+            content_type: CONTENT_TYPE.to_owned(),
+            traceparent: non_empty(&event.traceparent),
+            tracestate: non_empty(&event.tracestate),
+            source: EVENT_SOURCE.to_owned(),
+        }
+    }
+
+    /// The latest card of each call in the batch; a card never replaces one
+    /// of a higher version.
+    async fn put_cards(&self, changes: &[Change]) {
+        let mut latest: Vec<&Change> = Vec::new();
+        for change in changes.iter().rev() {
+            if !latest
+                .iter()
+                .any(|c| c.event.call_id == change.event.call_id)
+            {
+                latest.push(change);
+            }
+        }
+        for change in latest {
+            let Some(card) = &change.event.card else {
+                continue;
+            };
+            let result = self
+                .bus
+                .put_card_if_newer(
+                    &card.call_id,
+                    Bytes::from(card.encode_to_vec()),
+                    card.version,
+                    |bytes| {
+                        skileez_proto::call::CallCard::decode(bytes)
+                            .ok()
+                            .map(|c| c.version)
+                    },
+                )
+                .await;
+            if let Err(error) = result {
+                // The card is a cache of the stream; the next event of the
+                // call writes it again.
+                tracing::warn!(%error, call_id = %card.call_id, "cannot write the call card");
+            }
+        }
+    }
+}
+
+/// The protobuf message name of the event in an envelope.
+pub fn event_type(event: &skileez_proto::call::CallEvent) -> &'static str {
+    use skileez_proto::call::call_event::Event;
+    match &event.event {
+        Some(Event::Scheduled(_)) => "CallScheduled",
+        Some(Event::Rescheduled(_)) => "CallRescheduled",
+        Some(Event::ReminderDue(_)) => "CallReminderDue",
+        Some(Event::Ready(_)) => "CallReady",
+        Some(Event::ParticipantJoined(_)) => "ParticipantJoined",
+        Some(Event::Started(_)) => "CallStarted",
+        Some(Event::Ended(_)) => "CallEnded",
+        Some(Event::Cancelled(_)) => "CallCancelled",
+        Some(Event::Missed(_)) => "CallMissed",
+        None => "Unknown",
+    }
+}
+
+async fn load_checkpoint(pool: &PgPool) -> Result<FeedPosition, sqlx::Error> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT tx_id, position FROM relay_checkpoints WHERE name = $1")
+            .bind(RELAY_NAME)
+            .fetch_optional(pool)
+            .await?;
+    Ok(
+        row.map_or(FeedPosition::START, |(tx_id, position)| FeedPosition {
+            tx_id: u64::try_from(tx_id).unwrap_or(0),
+            position,
+        }),
+    )
+}
+
+async fn save_checkpoint(pool: &PgPool, position: FeedPosition) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO relay_checkpoints (name, tx_id, position) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET tx_id = EXCLUDED.tx_id, position = EXCLUDED.position, updated_at = now()
+          WHERE (relay_checkpoints.tx_id, relay_checkpoints.position) < (EXCLUDED.tx_id, EXCLUDED.position)",
+    )
+    .bind(RELAY_NAME)
+    .bind(i64::try_from(position.tx_id).unwrap_or(i64::MAX))
+    .bind(position.position)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Relay lag: how far the newest committed event is ahead of the newest
+/// published one (in store positions), and how old the oldest unpublished
+/// event is.
+async fn report_lag(
+    pool: &PgPool,
+    published: FeedPosition,
+    oldest_unpublished: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    if let Ok(Some(newest)) =
+        sqlx::query_scalar::<_, Option<i64>>("SELECT max(position) FROM events")
+            .fetch_one(pool)
+            .await
+    {
+        metrics::gauge!("skileez_relay_lag_events")
+            .set((newest - published.position).max(0) as f64);
+    }
+    let seconds = oldest_unpublished
+        .map(|at| (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
+        .unwrap_or(0.0);
+    metrics::gauge!("skileez_relay_lag_seconds").set(seconds);
+}
+
+/// Wakes the relays of every instance; sent after a commit, outside its
+/// transaction, so commits are not serialised on the notify queue.
+pub async fn wake(pool: &PgPool) {
+    if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+        .bind(WAKE_CHANNEL)
+        .execute(pool)
+        .await
+    {
+        tracing::debug!(%error, "cannot notify the relay; it will poll");
+    }
+}
