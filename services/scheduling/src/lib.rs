@@ -230,6 +230,11 @@ async fn run_bus_tasks(
         tasks.spawn(relay.run(shutdown.clone()));
     }
     if config.ingest {
+        tasks.spawn(report_consumer_pending(
+            bus.clone(),
+            ingest::CONSUMER,
+            shutdown.clone(),
+        ));
         let handler = Arc::new(ingest::DirectoryIngest {
             pool: scheduler.pool().clone(),
         });
@@ -255,6 +260,25 @@ async fn run_bus_tasks(
                 }
             }
         });
+    }
+}
+
+/// Messages the durable consumer has not been handed yet, as a gauge.
+async fn report_consumer_pending(
+    bus: skileez_bus::Bus,
+    durable: &'static str,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match skileez_bus::consumer_pending(&bus, &bus.names().platform_stream, durable).await {
+            Ok(pending) => metrics::gauge!("skileez_consumer_pending", "consumer" => durable)
+                .set(pending as f64),
+            Err(error) => tracing::debug!(%error, "cannot read the consumer's pending count"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(15)) => {}
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! local PostgreSQL and NATS; `migrate` applies the schema; `token` mints a
 //! development token; `call …` talks to a running scheduling service.
 
+mod bench;
 mod client;
 mod events;
 mod output;
@@ -52,6 +53,8 @@ enum Commands {
     Directory(client::DirectoryArgs),
     /// Call events on NATS JetStream: tail live, replay from a sequence.
     Events(events::EventsArgs),
+    /// Benchmarks against a real PostgreSQL and NATS (scratch database, private NATS).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -113,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
         Commands::Call(args) => client::call(args).await,
         Commands::Directory(args) => client::directory(args).await,
         Commands::Events(args) => events::run(args).await,
+        Commands::Bench(args) => bench::run(args).await,
     }
 }
 

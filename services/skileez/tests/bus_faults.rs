@@ -3,10 +3,11 @@
 //! for ten seconds during a burst. Afterwards the stream holds exactly the
 //! committed events, each once, in per-call order.
 
+mod support;
+
 use std::{
     collections::{HashMap, HashSet},
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::Child,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -21,44 +22,16 @@ use prost::Message;
 use skileez_proto::{call as ev, scheduling as pb};
 use skileez_scheduling::auth::TokenIssuer;
 use skileez_testkit::{TestDatabase, nats::TestNats};
+use support::*;
 use tonic::{Request, metadata::MetadataValue, transport::Channel};
 
-const SECRET: &str = "bus-test-secret-bus-test-secret-bus";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// `skileez dev` on `port`, against the test database and NATS.
-fn start_dev(database_url: &str, nats_url: &str, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skileez"))
-        .arg("dev")
-        .env("SKILEEZ_JWT_SECRET", SECRET)
-        .env_remove("SKILEEZ_JWT_SECRET_FILE")
-        .env("DATABASE_URL", database_url)
-        .env("NATS_URL", nats_url)
-        .env("SKILEEZ_GRPC_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("skileez dev starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("a line");
-    assert!(line.starts_with("scheduling service on"), "{line:?}");
-    child
+fn start(database_url: &str, nats_url: &str, port: u16) -> Child {
+    start_dev(database_url, Some(nats_url), port).0
 }
 
-fn kill(child: &mut Child, signal: &str) {
-    Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .expect("kill");
+fn kill(child: &mut Child, how: &str) {
+    signal(child, how);
     let _ = child.wait();
 }
 
@@ -123,9 +96,10 @@ async fn burst(
                     Ok(_) => {
                         ok.fetch_add(1, Ordering::SeqCst);
                     }
-                    Err(status) if tolerate_errors => {
-                        // The process is being killed: the connection drops.
-                        tracing_free_sleep(&status).await;
+                    Err(_) if tolerate_errors => {
+                        // The process is being killed: the connection drops
+                        // until it is back.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     Err(status) => panic!("booking {i} failed: {status:?}"),
                 }
@@ -133,10 +107,6 @@ async fn burst(
         }
     });
     futures::future::join_all(workers).await;
-}
-
-async fn tracing_free_sleep(_status: &tonic::Status) {
-    tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
 /// Every committed event in the stream exactly once, per-call versions in
@@ -210,7 +180,7 @@ async fn a_sigkill_during_a_burst_of_bookings_loses_and_duplicates_nothing() {
     let nats = TestNats::new().await;
     let port = free_port();
     let (db_url, nats_url) = (db.url(), nats.url());
-    let mut dev = start_dev(&db_url, &nats_url, port);
+    let mut dev = start(&db_url, &nats_url, port);
     let ok = Arc::new(AtomicUsize::new(0));
 
     let booking = tokio::spawn(burst(port, 0..1000, ok.clone(), true));
@@ -220,7 +190,7 @@ async fn a_sigkill_during_a_burst_of_bookings_loses_and_duplicates_nothing() {
     }
     kill(&mut dev, "-KILL");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut dev = start_dev(&db_url, &nats_url, port);
+    let mut dev = start(&db_url, &nats_url, port);
     booking.await.expect("burst");
     let answered_ok = ok.load(Ordering::SeqCst);
 
@@ -246,7 +216,7 @@ async fn bookings_go_on_while_nats_is_down_and_their_events_follow_when_it_retur
     let mut nats = TestNats::new().await;
     let port = free_port();
     let (db_url, nats_url) = (db.url(), nats.url());
-    let mut dev = start_dev(&db_url, &nats_url, port);
+    let mut dev = start(&db_url, &nats_url, port);
     let ok = Arc::new(AtomicUsize::new(0));
 
     burst(port, 0..100, ok.clone(), false).await;

@@ -2,76 +2,20 @@
 //! database, and the client commands book, move, cancel and read calls
 //! through it, as the README's tour does.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Output, Stdio},
-    time::Duration,
-};
+mod support;
+
+use std::{process::Command, time::Duration};
 
 use chrono::{DurationRound, Utc};
 use serde_json::Value;
 use skileez_testkit::TestDatabase;
-
-const SECRET: &str = "cli-test-secret-cli-test-secret-cli";
-
-fn skileez() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_skileez"));
-    command
-        .env("SKILEEZ_JWT_SECRET", SECRET)
-        .env_remove("SKILEEZ_JWT_SECRET_FILE")
-        .env_remove("SKILEEZ_TOKEN")
-        .env("RUST_LOG", "warn");
-    command
-}
-
-/// `skileez dev` on a free port against `database_url`; returns the process
-/// and the address it printed.
-fn start_dev(database_url: &str) -> (Child, String) {
-    let mut child = skileez()
-        .arg("dev")
-        .env("DATABASE_URL", database_url)
-        .env("SKILEEZ_GRPC_ADDR", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("skileez dev starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("a line");
-    let addr = line
-        .trim()
-        .strip_prefix("scheduling service on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, format!("http://{addr}"))
-}
-
-fn run(command: &mut Command) -> Output {
-    command.output().expect("skileez runs")
-}
-
-#[track_caller]
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8")
-}
-
-fn token(sub: &str, role: &str) -> String {
-    ok(run(skileez().args(["token", "--sub", sub, "--role", role])))
-        .trim()
-        .to_owned()
-}
+use support::*;
 
 #[tokio::test]
 async fn the_cli_books_moves_cancels_and_reads_calls_through_skileez_dev() {
     let db = TestDatabase::new().await;
     let url = db.url();
-    let (mut dev, server) = tokio::task::spawn_blocking(move || start_dev(&url))
+    let (mut dev, server) = tokio::task::spawn_blocking(move || start_dev(&url, None, 0))
         .await
         .expect("dev");
     let admin = token("admin-1", "admin");

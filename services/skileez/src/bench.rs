@@ -1,0 +1,285 @@
+//! `skileez bench`: benchmarks against a real PostgreSQL and NATS, printing
+//! their figures (readable, or JSON with `--output json`).
+//!
+//! Each run uses a scratch database (created from the migrated template on
+//! the server named by `SKILEEZ_TEST_DATABASE_URL` or `DATABASE_URL`, dropped
+//! afterwards) and a private nats-server, so it never touches real data.
+//!
+//! Scenarios:
+//! - `e2e`: commit → consumer receipt latency. Bookings are decided and
+//!   committed by the scheduling command handler at a fixed rate; the relay
+//!   (woken by `NOTIFY`, as for a commit on another instance) publishes them;
+//!   a JetStream consumer records when each arrives.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use chrono::{DurationRound, Utc};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use prost::Message;
+use skileez_domain::{
+    Actor, ActorRole, CallId, CallKind, Command, RequestedStart, ScheduleCall, UserId,
+};
+use skileez_proto::call as ev;
+use skileez_scheduling::{Application, Config, app::Scheduler, auth::Principal};
+use skileez_testkit::{TestDatabase, nats::TestNats};
+use tokio_util::sync::CancellationToken;
+
+use crate::OutputFormat;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// text (readable) or json.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text, global = true)]
+    output: OutputFormat,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Commit → consumer receipt latency at fixed event rates.
+    E2e {
+        /// Events per second; one run per rate.
+        #[arg(long, value_delimiter = ',', default_values_t = [100u32, 1000])]
+        rates: Vec<u32>,
+        /// Seconds of load per rate.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Runs per rate; the figures are the medians over them.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Latency {
+    rate: u32,
+    events: usize,
+    achieved_rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.scenario {
+        Scenario::E2e {
+            rates,
+            seconds,
+            runs,
+        } => {
+            let mut results = Vec::new();
+            for rate in rates {
+                let mut samples = Vec::new();
+                for run in 0..runs.max(1) {
+                    let result = e2e_once(rate, Duration::from_secs(seconds)).await?;
+                    if matches!(args.output, OutputFormat::Text) {
+                        println!(
+                            "e2e rate {rate}/s run {}: {} events at {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                            run + 1,
+                            result.events,
+                            result.achieved_rate,
+                            result.p50_ms,
+                            result.p99_ms,
+                            result.max_ms
+                        );
+                    }
+                    samples.push(result);
+                }
+                results.push(median_of(&samples));
+            }
+            match args.output {
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({ "scenario": "e2e", "medians": results, "date": Utc::now().to_rfc3339() })
+                ),
+                OutputFormat::Text => {
+                    println!("\ncommit → consumer receipt (medians of the runs)");
+                    println!(
+                        "{:>8} {:>8} {:>10} {:>10} {:>10}",
+                        "rate/s", "events", "p50 ms", "p99 ms", "max ms"
+                    );
+                    for r in &results {
+                        println!(
+                            "{:>8} {:>8} {:>10.2} {:>10.2} {:>10.2}",
+                            r.rate, r.events, r.p50_ms, r.p99_ms, r.max_ms
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+fn median_of(samples: &[Latency]) -> Latency {
+    let pick = |f: fn(&Latency) -> f64| median(&mut samples.iter().map(f).collect::<Vec<_>>());
+    Latency {
+        rate: samples.first().map(|s| s.rate).unwrap_or_default(),
+        events: samples.iter().map(|s| s.events).sum::<usize>() / samples.len().max(1),
+        achieved_rate: pick(|s| s.achieved_rate),
+        p50_ms: pick(|s| s.p50_ms),
+        p99_ms: pick(|s| s.p99_ms),
+        max_ms: pick(|s| s.max_ms),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn e2e_once(rate: u32, duration: Duration) -> anyhow::Result<Latency> {
+    let db = TestDatabase::new().await;
+    let nats = TestNats::new().await;
+    let vars: HashMap<&str, String> = HashMap::from([
+        (
+            "SKILEEZ_JWT_SECRET",
+            "bench-secret-bench-secret-bench-secret".to_owned(),
+        ),
+        ("SKILEEZ_GRPC_ADDR", "127.0.0.1:0".to_owned()),
+        ("DATABASE_URL", db.url()),
+        ("NATS_URL", nats.url()),
+        ("SKILEEZ_INGEST", "false".to_owned()),
+        ("SKILEEZ_MIN_NOTICE", "1m".to_owned()),
+    ]);
+    let config = Config::from_lookup(|name| vars.get(name).cloned())?;
+    let policy = config.policy.clone();
+    let app = Application::build(config).await?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+
+    // The consumer: every CallScheduled as it arrives.
+    let client = async_nats::connect(nats.url()).await?;
+    let js = async_nats::jetstream::new(client);
+    let stream = loop {
+        if let Ok(stream) = js.get_stream("CALL_EVENTS").await {
+            break stream;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let committed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let total = (u64::from(rate) * duration.as_secs()) as usize;
+    let receiver = {
+        let committed = committed.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(total);
+            while latencies.len() < total {
+                let Ok(Some(Ok(message))) =
+                    tokio::time::timeout(Duration::from_secs(30), messages.next()).await
+                else {
+                    break;
+                };
+                let arrived = Instant::now();
+                let Ok(event) = ev::CallEvent::decode(message.payload.as_ref()) else {
+                    continue;
+                };
+                // The commit time may be recorded a hair after the event is
+                // seen; wait for it rather than drop the sample.
+                let started = loop {
+                    if let Some(at) = committed.lock().expect("lock").remove(&event.call_id) {
+                        break at;
+                    }
+                    tokio::task::yield_now().await;
+                };
+                latencies.push(arrived.saturating_duration_since(started).as_secs_f64() * 1000.0);
+            }
+            latencies
+        })
+    };
+
+    // The load: bookings decided and committed by the command handler.
+    let scheduler = Scheduler::new(db.pool().clone(), policy);
+    let principal = Principal {
+        user_id: UserId::parse("bench-admin")?,
+        role: ActorRole::Admin,
+    };
+    let base =
+        (Utc::now() + chrono::Duration::days(2)).duration_trunc(chrono::Duration::days(1))?;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let began = Instant::now();
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    for i in 0..total {
+        let due = began + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let scheduler = scheduler.clone();
+        let principal = principal.clone();
+        let committed = committed.clone();
+        in_flight.push(tokio::spawn(async move {
+            let call_id = CallId::new();
+            let command = Command::Schedule(ScheduleCall {
+                call_id,
+                kind: CallKind::FreeConsultation,
+                student_id: UserId::parse(&format!("bench-stu-{i}")).expect("id"),
+                coach_id: UserId::parse(&format!("bench-coach-{}", i % 100)).expect("id"),
+                contract: None,
+                start: RequestedStart::utc(base + chrono::Duration::minutes(15 * (i / 100) as i64)),
+                by: Actor {
+                    user_id: principal.user_id.clone(),
+                    role: ActorRole::Admin,
+                },
+                existing_free_consultation: None,
+                note: None,
+            });
+            let started = Instant::now();
+            let result = scheduler
+                .execute(&principal, call_id, None, |_| Ok(command.clone()), |_| ())
+                .await;
+            if result.is_ok() {
+                committed
+                    .lock()
+                    .expect("lock")
+                    .insert(call_id.to_string(), started);
+            }
+            result.map_err(|e| anyhow::anyhow!("booking {i}: {e}"))
+        }));
+        // Keep the number of open bookings bounded.
+        while in_flight.len() > 64 {
+            if let Some(done) = in_flight.next().await {
+                done??;
+            }
+        }
+    }
+    while let Some(done) = in_flight.next().await {
+        done??;
+    }
+    let elapsed = began.elapsed();
+    let mut latencies = receiver.await?;
+    shutdown.cancel();
+    server.await??;
+    anyhow::ensure!(
+        latencies.len() == total,
+        "only {} of {total} events arrived",
+        latencies.len()
+    );
+    latencies.sort_by(f64::total_cmp);
+    Ok(Latency {
+        rate,
+        events: total,
+        achieved_rate: total as f64 / elapsed.as_secs_f64(),
+        p50_ms: percentile(&latencies, 50.0),
+        p99_ms: percentile(&latencies, 99.0),
+        max_ms: latencies.last().copied().unwrap_or_default(),
+    })
+}
