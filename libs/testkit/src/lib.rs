@@ -57,7 +57,17 @@ impl TestDatabase {
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
         let created = async {
             let mut conn = PgConnection::connect_with(&admin).await?;
-            create_database(&mut conn, &name, Some(template)).await?;
+            if let Err(error) = create_database(&mut conn, &name, Some(template)).await {
+                // A process with another migration set dropped our template
+                // as stale while we were running: build it again, once.
+                if error.as_database_error().and_then(|e| e.code()).as_deref() != Some("3D000") {
+                    return Err(error);
+                }
+                ensure_template(&admin, template)
+                    .await
+                    .map_err(|e| sqlx::Error::Protocol(format!("rebuilding template {template}: {e}")))?;
+                create_database(&mut conn, &name, Some(template)).await?;
+            }
             conn.close().await?;
             let options = admin.clone().database(&name);
             let pool = PgPoolOptions::new()
