@@ -1,5 +1,6 @@
 //! The connection, the topology, publishing and the call cards.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,10 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// A `put_card_if_newer` that keeps losing the race gives up after this many
 /// rounds; each lost round means another writer stored a card in between.
 const MAX_CARD_ATTEMPTS: usize = 32;
+
+/// Publishes of one batch sent ahead of their acks, at most. Well below
+/// async-nats' limit of unanswered publishes per context (5,000).
+const PUBLISH_WINDOW: usize = 1024;
 
 /// The `Content-Type` of call events: the `CallEvent` envelope in protobuf.
 pub const CALL_EVENT_CONTENT_TYPE: &str =
@@ -271,9 +276,9 @@ impl Bus {
         self.await_ack(subject, pending).await
     }
 
-    /// Publishes several events over the one connection, in order, and then
-    /// waits for their acks in order. JetStream stores them in the order
-    /// sent. Returns at the first failure with the number of events acked
+    /// Publishes several events over the one connection, in order, without
+    /// waiting for each ack before sending the next (up to 1,024 ahead), and
+    /// checks the acks in order. JetStream stores them in the order sent. Returns at the first failure with the number of events acked
     /// before it: the caller checkpoints exactly those and publishes the rest
     /// again later.
     ///
@@ -287,31 +292,46 @@ impl Bus {
         &self,
         events: Vec<OutgoingEvent>,
     ) -> Result<Vec<PublishAck>, (usize, BusError)> {
-        let mut pending = Vec::with_capacity(events.len());
-        let mut send_error = None;
+        let mut acks = Vec::with_capacity(events.len());
+        let mut pending = VecDeque::with_capacity(events.len().min(PUBLISH_WINDOW));
         for event in events {
+            // Each unanswered publish holds one of async-nats' in-flight
+            // permits until its ack is awaited: bound them, or a long batch
+            // waits for a permit that only its own acks would free.
+            if pending.len() >= PUBLISH_WINDOW {
+                let (subject, ack) = pending.pop_front().expect("the window is full");
+                acks.push(
+                    self.await_ack(subject, ack)
+                        .await
+                        .map_err(|e| (acks.len(), e))?,
+                );
+            }
             let subject = event.subject.clone();
             match self.send(event).await {
-                Ok(ack) => pending.push((subject, ack)),
+                Ok(ack) => pending.push_back((subject, ack)),
                 Err(error) => {
-                    send_error = Some(error);
-                    break;
+                    // What was sent before it may still be acked.
+                    for (subject, ack) in pending {
+                        acks.push(
+                            self.await_ack(subject, ack)
+                                .await
+                                .map_err(|e| (acks.len(), e))?,
+                        );
+                    }
+                    return Err((acks.len(), error));
                 }
             }
         }
-        let mut acks = Vec::with_capacity(pending.len());
         for (subject, ack) in pending {
-            match self.await_ack(subject, ack).await {
-                Ok(ack) => acks.push(ack),
-                // The acks not awaited are dropped: async-nats collects them
-                // in the background.
-                Err(error) => return Err((acks.len(), error)),
-            }
+            // The acks not awaited after a failure are dropped: async-nats
+            // collects them in the background.
+            acks.push(
+                self.await_ack(subject, ack)
+                    .await
+                    .map_err(|e| (acks.len(), e))?,
+            );
         }
-        match send_error {
-            Some(error) => Err((acks.len(), error)),
-            None => Ok(acks),
-        }
+        Ok(acks)
     }
 
     async fn send(&self, event: OutgoingEvent) -> Result<PublishAckFuture, BusError> {

@@ -321,6 +321,11 @@ pub async fn run_consumer(
             tracing::error!(durable = %config.durable, %error, "consumer lane failed");
         }
     }
+    // Acks and NAKs are buffered: get the last ones to the server before the
+    // caller drops the connection.
+    if let Err(error) = bus.client().flush().await {
+        tracing::warn!(durable = %config.durable, %error, "cannot flush the last acks");
+    }
     tracing::info!(durable = %config.durable, "consumer drained");
     Ok(())
 }
@@ -396,6 +401,14 @@ impl Puller<'_> {
     async fn run(mut self) {
         let mut failures: u32 = 0;
         loop {
+            // A pull sent while disconnected would be buffered and replayed
+            // after the reconnect, long after anyone waits for its answer.
+            if self.bus.client().connection_state() != async_nats::connection::State::Connected {
+                tokio::select! {
+                    () = self.shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
             let first = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return,
@@ -425,8 +438,12 @@ impl Puller<'_> {
                 }
             };
             // Read the pull to its end even when shutting down: what arrives
-            // late is NAKed, not left to wait out its ack wait.
-            while let Some(item) = batch.next().await {
+            // late is NAKed, not left to wait out its ack wait. The server
+            // ends a pull at its expiry; one that outlives it by a second
+            // was lost with a connection, and waiting longer (as async-nats
+            // would, 5 s) only delays the next pull.
+            let lost_after = Instant::now() + PULL_EXPIRES + Duration::from_secs(1);
+            while let Ok(Some(item)) = tokio::time::timeout_at(lost_after, batch.next()).await {
                 match item {
                     Ok(message) => {
                         failures = 0;

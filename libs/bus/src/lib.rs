@@ -31,7 +31,7 @@
 
 mod bus;
 mod config;
-mod consumer;
+pub mod consumer;
 mod error;
 pub mod headers;
 pub mod inbox;

@@ -20,6 +20,18 @@ macro_rules! event_columns {
     };
 }
 
+/// The advisory-lock key of a stream, as SQL over the text expression
+/// `$id`: every lock on a stream, in [`EventStore::append`] and in
+/// [`UnitOfWork::lock_stream`], is taken on exactly this key.
+macro_rules! stream_lock_key {
+    ($id:literal) => {
+        concat!("hashtextextended('skileez.stream:' || ", $id, ", 0)")
+    };
+}
+
+/// Takes one stream's lock, and nothing else, in its own statement.
+const LOCK_STREAM: &str = concat!("SELECT pg_advisory_xact_lock(", stream_lock_key!("$1"), ")");
+
 /// Locks every stream of an append, checks its expected version and moves it
 /// to its new version, in one statement. Returns a row for each stream that
 /// passed, or that did not exist and was created (the caller tells the two
@@ -34,7 +46,8 @@ macro_rules! event_columns {
 /// INSERT needs: nothing is written, and no transaction id is assigned, until
 /// all locks are held. `ON CONFLICT DO UPDATE` then sees the latest committed
 /// row even though this statement's snapshot was taken before the wait.
-const LOCK_STREAMS: &str = "
+const LOCK_STREAMS: &str = concat!(
+    "
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
         AS t(stream_id, stream_type, expected, added)
@@ -42,7 +55,9 @@ WITH input AS (
 locked AS MATERIALIZED (
     SELECT count(pg_advisory_xact_lock(key)) AS n
     FROM (
-        SELECT DISTINCT hashtextextended('skileez.stream:' || stream_id, 0) AS key
+        SELECT DISTINCT ",
+    stream_lock_key!("stream_id"),
+    " AS key
         FROM input
         ORDER BY key
     ) AS keys
@@ -58,7 +73,8 @@ ON CONFLICT (stream_id) DO UPDATE
         FROM input AS i
         WHERE i.stream_id = excluded.stream_id
     )
-RETURNING s.stream_id, s.version";
+RETURNING s.stream_id, s.version"
+);
 
 /// The streams' versions, read after a failed check to report what was found.
 /// Run in the appending transaction, which still holds the locks, so this is
@@ -84,6 +100,12 @@ const READ_STREAM: &str = concat!(
     "SELECT ",
     event_columns!(),
     " FROM events WHERE stream_id = $1 ORDER BY version"
+);
+
+const READ_STREAMS: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE stream_id = ANY($1) ORDER BY stream_id, version"
 );
 
 const STREAM_VERSION: &str = "SELECT version FROM streams WHERE stream_id = $1";
@@ -184,6 +206,20 @@ impl EventStore {
     pub async fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows: Vec<EventRow> = sqlx::query_as(READ_STREAM)
             .bind(stream_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(RecordedEvent::try_from).collect()
+    }
+
+    /// Every event of several streams in one round trip, grouped by stream
+    /// (in `stream_id` order) and in version order within each.
+    #[tracing::instrument(skip_all, fields(streams = stream_ids.len()))]
+    pub async fn read_streams(
+        &self,
+        stream_ids: &[String],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(READ_STREAMS)
+            .bind(stream_ids)
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter().map(RecordedEvent::try_from).collect()
@@ -316,6 +352,26 @@ impl UnitOfWork {
     /// or roll back with the events.
     pub fn conn(&mut self) -> &mut PgConnection {
         &mut self.tx
+    }
+
+    /// Takes the lock of stream `stream_id` without appending to it, held
+    /// until this unit of work commits or rolls back: the same lock an
+    /// [`EventStore::append`] to that stream takes first, so appends to it
+    /// wait for this transaction, and this waits for theirs.
+    ///
+    /// For a rule that spans streams: a writer that must see a stream stay
+    /// as it is until it commits (a booking and the coach's availability,
+    /// say) locks that stream too. It runs in a statement of its own, so a
+    /// statement after it sees everything committed before the lock was
+    /// granted. Against deadlocks, take such locks in one order everywhere:
+    /// the appended streams first (the append did), then these.
+    #[tracing::instrument(skip_all, fields(stream_id = %stream_id))]
+    pub async fn lock_stream(&mut self, stream_id: &str) -> Result<(), StoreError> {
+        sqlx::query(LOCK_STREAM)
+            .bind(stream_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 
     /// Commits events and read-model writes together.

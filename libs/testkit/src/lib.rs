@@ -63,9 +63,9 @@ impl TestDatabase {
                 if error.as_database_error().and_then(|e| e.code()).as_deref() != Some("3D000") {
                     return Err(error);
                 }
-                ensure_template(&admin, template)
-                    .await
-                    .map_err(|e| sqlx::Error::Protocol(format!("rebuilding template {template}: {e}")))?;
+                ensure_template(&admin, template).await.map_err(|e| {
+                    sqlx::Error::Protocol(format!("rebuilding template {template}: {e}"))
+                })?;
                 create_database(&mut conn, &name, Some(template)).await?;
             }
             conn.close().await?;

@@ -52,15 +52,19 @@ pub async fn to_changes(
     records: &[RecordedEvent],
 ) -> Result<Vec<Change>, ApiError> {
     // Streams are short, so a call's state after an event is cheapest to get
-    // by replaying its whole stream once per batch.
-    let mut histories: HashMap<&str, Vec<(CallEvent, Call)>> = HashMap::new();
-    for record in records {
-        if !histories.contains_key(record.stream_id.as_str())
-            && call_id_of_stream(&record.stream_id).is_some()
-        {
-            let stream = store.read_stream(&record.stream_id).await?;
-            histories.insert(record.stream_id.as_str(), replay_records(&stream)?);
-        }
+    // by replaying its whole stream once per batch; all of the batch's
+    // streams are read in one round trip.
+    let mut wanted: Vec<String> = records
+        .iter()
+        .filter(|r| call_id_of_stream(&r.stream_id).is_some())
+        .map(|r| r.stream_id.clone())
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut histories: HashMap<String, Vec<(CallEvent, Call)>> = HashMap::new();
+    let all = store.read_streams(&wanted).await?;
+    for stream in all.chunk_by(|a, b| a.stream_id == b.stream_id) {
+        histories.insert(stream[0].stream_id.clone(), replay_records(stream)?);
     }
     let people: Vec<&str> = histories
         .values()

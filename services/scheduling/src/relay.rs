@@ -22,12 +22,14 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use prost::Message;
 use skileez_bus::{Bus, OutgoingEvent};
 use skileez_domain::Policy;
 use skileez_eventstore::{EventStore, FeedPosition};
+use skileez_proto::call::CallCard;
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgListener};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -45,6 +47,10 @@ const BATCH: u32 = 500;
 /// The safety-net poll when no wake-up comes.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Batches of cards waiting for the card writer before the relay waits too.
+const CARD_BATCHES: usize = 16;
+/// Card writes in flight at once.
+const CARD_WRITES_IN_FLIGHT: usize = 32;
 /// `ce-source` of our events.
 pub const EVENT_SOURCE: &str = "//skileez/scheduling";
 pub const CONTENT_TYPE: &str = "application/protobuf; messageType=skileez.call.v1.CallEvent";
@@ -121,6 +127,24 @@ impl Relay {
         shutdown: &CancellationToken,
     ) -> Result<(), RelayError> {
         self.bus.ensure_topology().await?;
+        // Cards are a cache of the stream: written by a task of their own so
+        // that their compare-and-set round trips never delay publishing.
+        let (cards, pending_cards) = mpsc::channel(CARD_BATCHES);
+        let writer = tokio::spawn(write_cards(self.bus.clone(), pending_cards));
+        let result = self.relay_events(lock, &cards, shutdown).await;
+        drop(cards);
+        if let Err(error) = writer.await {
+            tracing::warn!(%error, "the card writer failed");
+        }
+        result
+    }
+
+    async fn relay_events(
+        &self,
+        lock: &mut PgConnection,
+        cards: &mpsc::Sender<Vec<CallCard>>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RelayError> {
         let mut listener = PgListener::connect(&self.database_url).await?;
         listener.listen(WAKE_CHANNEL).await?;
         let pool = self.store.pool();
@@ -151,7 +175,12 @@ impl Relay {
                     position = reached;
                     save_checkpoint(pool, position).await?;
                     metrics::counter!("skileez_relay_published_total").increment(acked as u64);
-                    self.put_cards(&changes[..acked]).await;
+                    let latest = latest_cards(&changes[..acked]);
+                    if !latest.is_empty() && cards.send(latest).await.is_err() {
+                        tracing::warn!(
+                            "the card writer is gone; cards wait for the call's next event"
+                        );
+                    }
                 }
                 if let Err((_, error)) = published {
                     return Err(error.into());
@@ -196,42 +225,48 @@ impl Relay {
             source: EVENT_SOURCE.to_owned(),
         }
     }
+}
 
-    /// The latest card of each call in the batch; a card never replaces one
-    /// of a higher version.
-    async fn put_cards(&self, changes: &[Change]) {
-        let mut latest: Vec<&Change> = Vec::new();
-        for change in changes.iter().rev() {
-            if !latest
-                .iter()
-                .any(|c| c.event.call_id == change.event.call_id)
-            {
-                latest.push(change);
-            }
+/// The latest card of each call among `changes`.
+fn latest_cards(changes: &[Change]) -> Vec<CallCard> {
+    let mut latest: Vec<CallCard> = Vec::new();
+    for change in changes.iter().rev() {
+        if let Some(card) = &change.event.card
+            && !latest.iter().any(|c| c.call_id == card.call_id)
+        {
+            latest.push(card.clone());
         }
-        for change in latest {
-            let Some(card) = &change.event.card else {
-                continue;
-            };
-            let result = self
-                .bus
-                .put_card_if_newer(
-                    &card.call_id,
-                    Bytes::from(card.encode_to_vec()),
-                    card.version,
-                    |bytes| {
-                        skileez_proto::call::CallCard::decode(bytes)
-                            .ok()
-                            .map(|c| c.version)
-                    },
-                )
-                .await;
-            if let Err(error) = result {
-                // The card is a cache of the stream; the next event of the
-                // call writes it again.
-                tracing::warn!(%error, call_id = %card.call_id, "cannot write the call card");
+    }
+    latest
+}
+
+/// Writes cards to CALL_CARDS until the relay closes the channel; a card
+/// never replaces one of a higher version. The calls of one batch are
+/// distinct, so their writes run concurrently.
+async fn write_cards(bus: Bus, mut batches: mpsc::Receiver<Vec<CallCard>>) {
+    while let Some(batch) = batches.recv().await {
+        let writes = batch.into_iter().map(|card| {
+            let bus = &bus;
+            async move {
+                let result = bus
+                    .put_card_if_newer(
+                        &card.call_id,
+                        Bytes::from(card.encode_to_vec()),
+                        card.version,
+                        |bytes| CallCard::decode(bytes).ok().map(|c| c.version),
+                    )
+                    .await;
+                if let Err(error) = result {
+                    // The card is a cache of the stream; the call's next
+                    // event writes it again.
+                    tracing::warn!(%error, call_id = %card.call_id, "cannot write the call card");
+                }
             }
-        }
+        });
+        futures::stream::iter(writes)
+            .buffer_unordered(CARD_WRITES_IN_FLIGHT)
+            .collect::<()>()
+            .await;
     }
 }
 

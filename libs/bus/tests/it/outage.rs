@@ -12,9 +12,10 @@ async fn publishing_fails_clearly_while_the_server_is_down_and_resumes_after() {
     t.publish_all(before.clone()).await;
 
     t.nats.stop().await;
+    let failed = event(&bus, "c", 4);
     let started = tokio::time::Instant::now();
     let error = bus
-        .publish_event(event(&bus, "c", 4))
+        .publish_event(failed.clone())
         .await
         .expect_err("nothing answers");
     assert!(
@@ -35,11 +36,12 @@ async fn publishing_fails_clearly_while_the_server_is_down_and_resumes_after() {
     assert!(error.is_transient());
 
     t.nats.start().await;
-    // The client reconnects on its own; the first publishes may still fail.
-    let after = event(&bus, "c", 4);
+    // The client reconnects on its own. Like the relay, publish the event
+    // that failed again until it is acked: the client may have sent the
+    // first copy after all once reconnected, and JetStream keeps one.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let ack = loop {
-        match bus.publish_event(after.clone()).await {
+        match bus.publish_event(failed.clone()).await {
             Ok(ack) => break ack,
             Err(error) => {
                 assert!(
@@ -50,10 +52,12 @@ async fn publishing_fails_clearly_while_the_server_is_down_and_resumes_after() {
             }
         }
     };
-    assert_eq!(
-        ack.stream_sequence, 4,
-        "the earlier messages are still there"
-    );
+    assert_eq!(ack.stream_sequence, 4, "after the earlier messages");
+    assert_eq!(t.call_messages().await, 4, "stored once");
+    let next = bus.publish_event(event(&bus, "c", 5)).await.unwrap();
+    assert_eq!((next.stream_sequence, next.duplicate), (5, false));
+
+    // File storage: what was stored before the outage is still there.
     let stream = t.bus.jetstream().get_stream("CALL_EVENTS").await.unwrap();
     for (i, e) in before.iter().enumerate() {
         let stored = stream.get_raw_message(i as u64 + 1).await.unwrap();
@@ -93,10 +97,12 @@ async fn a_consumer_carries_on_after_the_server_restarts() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_until("the second handled", Duration::from_secs(30), || {
-        seen.lock().unwrap().len() >= 2
+        seen.lock().unwrap().iter().any(|s| s.n == 2)
     })
     .await;
+    // At least once: the ack of the first may not have reached the disk
+    // before the kill, and then it comes again (the inbox dedupes that).
     let ns: Vec<_> = seen.lock().unwrap().iter().map(|s| s.n).collect();
-    assert_eq!(ns[..2], [1, 2]);
+    assert!(ns[0] == 1 && ns.iter().all(|&n| n == 1 || n == 2), "{ns:?}");
     running.stop().await;
 }

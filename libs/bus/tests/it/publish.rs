@@ -72,11 +72,14 @@ async fn trace_headers_are_left_out_when_absent() {
 #[tokio::test]
 async fn an_invalid_subject_is_refused_before_sending() {
     let t = TestBus::new().await;
-    let mut e = event(&t.bus, "c", 1);
-    e.subject = t.bus.call_subject("CallScheduled", "a.b*");
-    let error = t.bus.publish_event(e).await.unwrap_err();
-    assert!(matches!(error, BusError::InvalidEvent { .. }), "{error}");
-    assert!(!error.is_transient());
+    for call_id in ["*", "", "a b"] {
+        let mut e = event(&t.bus, call_id, 1);
+        e.subject = t.bus.call_subject("CallScheduled", call_id);
+        let error = t.bus.publish_event(e).await.unwrap_err();
+        assert!(matches!(error, BusError::InvalidEvent { .. }), "{error}");
+        assert!(!error.is_transient());
+    }
+    assert_eq!(t.call_messages().await, 0);
 }
 
 #[tokio::test]
@@ -194,4 +197,21 @@ async fn publish_batch_stops_at_a_refused_event() {
     let (acked, error) = t.bus.publish_batch(events).await.unwrap_err();
     assert_eq!(acked, 3);
     assert!(matches!(error, BusError::Publish { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn connect_fails_at_once_naming_the_url_when_nothing_listens() {
+    let mut t = TestBus::new().await;
+    t.nats.stop().await;
+    let started = std::time::Instant::now();
+    let error = skileez_bus::Bus::connect(&skileez_bus::BusConfig::new(t.nats.url()))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let text = error.to_string();
+    assert!(text.contains(&t.nats.url()), "{text}");
 }

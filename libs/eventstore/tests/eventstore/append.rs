@@ -177,6 +177,53 @@ async fn an_appender_that_waited_for_the_lock_sees_the_winner_and_conflicts() ->
 }
 
 #[tokio::test]
+async fn a_stream_locked_by_another_unit_of_work_waits_for_it_both_ways() -> anyhow::Result<()> {
+    let (_db, store) = store().await;
+    // A booking's transaction appends to its call and locks the coach.
+    let mut booking = store
+        .append(vec![to("call-1", ExpectedVersion::NoStream, events(1))])
+        .await?;
+    booking.lock_stream("coach-7").await?;
+    let change = tokio::spawn({
+        let store = store.clone();
+        async move { append(&store, "coach-7", ExpectedVersion::NoStream, 1).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !change.is_finished(),
+        "an append to a locked stream waits for the locking transaction"
+    );
+    booking.commit().await?;
+    change.await??;
+
+    // And the other way round: a lock waits for an append in flight.
+    let change = store
+        .append(vec![to("coach-7", ExpectedVersion::Exact(1), events(1))])
+        .await?;
+    let waiter = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut booking = store
+                .append(vec![to("call-2", ExpectedVersion::NoStream, events(1))])
+                .await?;
+            booking.lock_stream("coach-7").await?;
+            let version = store.stream_version("coach-7").await?;
+            booking.commit().await?;
+            Ok::<_, StoreError>(version)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished(), "the lock waits for the append");
+    change.commit().await?;
+    assert_eq!(
+        waiter.await??,
+        Some(2),
+        "after the lock, the change is seen"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn of_concurrent_appenders_with_one_expected_version_exactly_one_wins() -> anyhow::Result<()>
 {
     let (_db, store) = store().await;
