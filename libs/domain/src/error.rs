@@ -7,7 +7,7 @@
 //! gRPC status (code, `ErrorInfo.reason`, `BadRequest` field violation)
 //! in one place, without matching on variants itself.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use thiserror::Error;
 
 use crate::call::CallStatus;
@@ -145,6 +145,23 @@ pub enum DomainError {
         clashing_end: DateTime<Utc>,
     },
 
+    #[error(
+        "the call from {} to {} is outside the coach's published hours: \
+         choose a start that FindSlots lists",
+        rfc3339(start),
+        rfc3339(end)
+    )]
+    OutsideCoachHours {
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
+
+    #[error(
+        "the coach already has {max} calls on {date} (their local date), the most \
+         they take in a day: choose another day"
+    )]
+    DailyLimitReached { date: NaiveDate, max: u32 },
+
     #[error("no call with this id")]
     CallNotFound,
 }
@@ -185,7 +202,9 @@ impl DomainError {
             | Self::JoinWindowClosed { .. }
             | Self::InvalidTransition { .. }
             | Self::TimerNotDue { .. }
-            | Self::SlotTaken { .. } => ErrorKind::FailedPrecondition,
+            | Self::SlotTaken { .. }
+            | Self::OutsideCoachHours { .. }
+            | Self::DailyLimitReached { .. } => ErrorKind::FailedPrecondition,
             Self::NotAParticipant | Self::StudentMismatch | Self::RoleNotAllowed { .. } => {
                 ErrorKind::PermissionDenied
             }
@@ -218,6 +237,8 @@ impl DomainError {
             Self::RoleNotAllowed { .. } => "ROLE_NOT_ALLOWED",
             Self::FreeConsultationExists { .. } => "FREE_CONSULTATION_EXISTS",
             Self::SlotTaken { .. } => "SLOT_TAKEN",
+            Self::OutsideCoachHours { .. } => "OUTSIDE_COACH_HOURS",
+            Self::DailyLimitReached { .. } => "DAILY_LIMIT_REACHED",
             Self::CallNotFound => "CALL_NOT_FOUND",
         }
     }
@@ -266,6 +287,12 @@ impl DomainError {
                 ("clashing_start", rfc3339(clashing_start)),
                 ("clashing_end", rfc3339(clashing_end)),
             ],
+            Self::OutsideCoachHours { start, end } => {
+                vec![("start", rfc3339(start)), ("end", rfc3339(end))]
+            }
+            Self::DailyLimitReached { date, max } => {
+                vec![("date", date.to_string()), ("max", max.to_string())]
+            }
             _ => Vec::new(),
         }
     }
@@ -394,6 +421,19 @@ mod tests {
                 ErrorKind::FailedPrecondition,
                 "TIMER_NOT_DUE",
             ),
+            (
+                DomainError::OutsideCoachHours { start: t, end: t },
+                ErrorKind::FailedPrecondition,
+                "OUTSIDE_COACH_HOURS",
+            ),
+            (
+                DomainError::DailyLimitReached {
+                    date: NaiveDate::from_ymd_opt(2026, 3, 10).unwrap(),
+                    max: 4,
+                },
+                ErrorKind::FailedPrecondition,
+                "DAILY_LIMIT_REACHED",
+            ),
         ];
         for (e, kind, reason) in cases {
             assert_eq!((e.kind(), e.reason()), (kind, reason), "{e:?}");
@@ -408,6 +448,26 @@ mod tests {
         assert_eq!(
             e.metadata(),
             vec![("latest", "2026-09-01T10:00:00Z".to_owned())]
+        );
+        let e = DomainError::DailyLimitReached {
+            date: NaiveDate::from_ymd_opt(2026, 3, 10).unwrap(),
+            max: 4,
+        };
+        assert_eq!(
+            e.metadata(),
+            vec![("date", "2026-03-10".to_owned()), ("max", "4".to_owned())]
+        );
+        assert!(e.to_string().contains("4 calls on 2026-03-10"));
+        let e = DomainError::OutsideCoachHours {
+            start: at("2026-03-10T18:00:00Z"),
+            end: at("2026-03-10T19:00:00Z"),
+        };
+        assert_eq!(
+            e.metadata(),
+            vec![
+                ("start", "2026-03-10T18:00:00Z".to_owned()),
+                ("end", "2026-03-10T19:00:00Z".to_owned())
+            ]
         );
     }
 }

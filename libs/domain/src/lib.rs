@@ -3,8 +3,9 @@
 //! A call is an event-sourced aggregate: [`decide()`] turns a [`Command`] and
 //! the call's current state into the events to append (or a
 //! [`DomainError`]); [`evolve`] folds an event into the state. Around them sit
-//! the booking rules ([`rules`]), local-time resolution ([`time`]) and the
-//! call card a chat client draws ([`card`]).
+//! the booking rules ([`rules`]), local-time resolution ([`time`]), the
+//! call card a chat client draws ([`card`]) and coaches' published hours
+//! with `FindSlots` ([`availability`]).
 //!
 //! Architecture invariant: this crate does no I/O, has no async, and never
 //! reads the clock or a random source in its decisions. `now` is always an
@@ -12,6 +13,7 @@
 //! tested, here, deterministically. Nothing in it panics on any input
 //! (except the [`testing`] helpers, which are assertions by design).
 
+pub mod availability;
 pub mod call;
 pub mod card;
 pub mod command;
@@ -27,6 +29,10 @@ pub mod time;
 #[cfg(test)]
 mod proptests;
 
+pub use availability::{
+    Availability, AvailabilityEvent, CoachBusy, DateOverride, LocalInterval, Slot, SlotQuery,
+    TimeOfDay, Unavailability, WeeklyInterval, evolve_availability, explain, find_slots,
+};
 pub use call::{
     Attendance, Call, CallKind, CallStatus, Cancellation, Join, ParticipantRole, ReminderKind,
     evolve, replay,

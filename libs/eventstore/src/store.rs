@@ -21,16 +21,13 @@ macro_rules! event_columns {
 }
 
 /// The advisory-lock key of a stream, as SQL over the text expression
-/// `$id`: every lock on a stream, in [`EventStore::append`] and in
-/// [`UnitOfWork::lock_stream`], is taken on exactly this key.
+/// `$id`: every stream lock, of a stream appended to or only locked (see
+/// [`EventStore::append_locking`]), is taken on exactly this key.
 macro_rules! stream_lock_key {
     ($id:literal) => {
         concat!("hashtextextended('skileez.stream:' || ", $id, ", 0)")
     };
 }
-
-/// Takes one stream's lock, and nothing else, in its own statement.
-const LOCK_STREAM: &str = concat!("SELECT pg_advisory_xact_lock(", stream_lock_key!("$1"), ")");
 
 /// Locks every stream of an append, checks its expected version and moves it
 /// to its new version, in one statement. Returns a row for each stream that
@@ -39,6 +36,7 @@ const LOCK_STREAM: &str = concat!("SELECT pg_advisory_xact_lock(", stream_lock_k
 /// nothing.
 ///
 /// `$3` encodes the expectation: `-1` no stream, `-2` any, `n >= 0` exactly `n`.
+/// `$5` names streams that are locked too but not appended to.
 ///
 /// The locks are transaction-level advisory locks, in one global order (by
 /// key) so that two multi-stream appends cannot deadlock. `locked` is an
@@ -58,7 +56,7 @@ locked AS MATERIALIZED (
         SELECT DISTINCT ",
     stream_lock_key!("stream_id"),
     " AS key
-        FROM input
+        FROM (SELECT stream_id FROM input UNION ALL SELECT unnest($5::text[])) AS ids(stream_id)
         ORDER BY key
     ) AS keys
 )
@@ -173,19 +171,40 @@ impl EventStore {
     ///
     /// Round trips: `BEGIN`, one statement for all locks and checks, one for
     /// all events; then the caller's writes and `COMMIT`.
+    pub async fn append(&self, appends: Vec<StreamAppend>) -> Result<UnitOfWork, StoreError> {
+        self.append_locking(appends, &[]).await
+    }
+
+    /// [`EventStore::append`] that also locks the streams `also_lock`
+    /// without appending to them, for a rule that spans streams: until this
+    /// unit of work ends, appends to those streams wait for it, and it was
+    /// granted their locks only after every earlier append to them had
+    /// committed, so its reads (after the append) see those appends' read
+    /// models. A booking locks its coach's availability stream this way.
+    ///
+    /// These locks are taken with the others, in the same global order and
+    /// before the transaction's first write, so deadlocks stay impossible
+    /// and the feed's transaction-id order agrees with the order in which
+    /// this transaction and the appends to a locked stream were serialised.
     #[tracing::instrument(
+        name = "append",
         skip_all,
         fields(
             streams = appends.len(),
             stream_id = appends.first().map(|a| a.stream_id.as_str()),
             events = appends.iter().map(|a| a.events.len()).sum::<usize>(),
+            also_locked = also_lock.len(),
             tx_id = tracing::field::Empty,
         )
     )]
-    pub async fn append(&self, appends: Vec<StreamAppend>) -> Result<UnitOfWork, StoreError> {
+    pub async fn append_locking(
+        &self,
+        appends: Vec<StreamAppend>,
+        also_lock: &[String],
+    ) -> Result<UnitOfWork, StoreError> {
         let plan = AppendPlan::new(&appends)?;
         let mut tx = self.pool.begin().await?;
-        match append_in(&mut tx, &appends, &plan).await {
+        match append_in(&mut tx, &appends, &plan, also_lock).await {
             Ok(events) => {
                 if let Some(first) = events.first() {
                     tracing::Span::current().record("tx_id", first.tx_id);
@@ -354,26 +373,6 @@ impl UnitOfWork {
         &mut self.tx
     }
 
-    /// Takes the lock of stream `stream_id` without appending to it, held
-    /// until this unit of work commits or rolls back: the same lock an
-    /// [`EventStore::append`] to that stream takes first, so appends to it
-    /// wait for this transaction, and this waits for theirs.
-    ///
-    /// For a rule that spans streams: a writer that must see a stream stay
-    /// as it is until it commits (a booking and the coach's availability,
-    /// say) locks that stream too. It runs in a statement of its own, so a
-    /// statement after it sees everything committed before the lock was
-    /// granted. Against deadlocks, take such locks in one order everywhere:
-    /// the appended streams first (the append did), then these.
-    #[tracing::instrument(skip_all, fields(stream_id = %stream_id))]
-    pub async fn lock_stream(&mut self, stream_id: &str) -> Result<(), StoreError> {
-        sqlx::query(LOCK_STREAM)
-            .bind(stream_id)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
-    }
-
     /// Commits events and read-model writes together.
     #[tracing::instrument(skip_all, fields(events = self.events.len()))]
     pub async fn commit(self) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -453,12 +452,14 @@ async fn append_in(
     tx: &mut PgConnection,
     appends: &[StreamAppend],
     plan: &AppendPlan,
+    also_lock: &[String],
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let moved: Vec<(String, i64)> = sqlx::query_as(LOCK_STREAMS)
         .bind(&plan.stream_ids)
         .bind(&plan.stream_types)
         .bind(&plan.expected)
         .bind(&plan.added)
+        .bind(also_lock)
         .fetch_all(&mut *tx)
         .await?;
     let moved: HashMap<String, i64> = moved.into_iter().collect();

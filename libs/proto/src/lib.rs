@@ -1,6 +1,7 @@
 //! Generated code for the public contract in `proto/`: the scheduling API
-//! (`skileez.scheduling.v1`), the call events (`skileez.call.v1`) and the
-//! platform facts we ingest (`skileez.contract.v1`, `skileez.user.v1`).
+//! (`skileez.scheduling.v1`), the call events (`skileez.call.v1`), the
+//! notifications API (`skileez.notifications.v1`) and the platform facts we
+//! ingest (`skileez.contract.v1`, `skileez.user.v1`).
 
 pub mod skileez {
     pub mod call {
@@ -18,6 +19,11 @@ pub mod skileez {
             tonic::include_proto!("skileez.user.v1");
         }
     }
+    pub mod notifications {
+        pub mod v1 {
+            tonic::include_proto!("skileez.notifications.v1");
+        }
+    }
     pub mod scheduling {
         pub mod v1 {
             tonic::include_proto!("skileez.scheduling.v1");
@@ -27,6 +33,7 @@ pub mod skileez {
 
 pub use skileez::call::v1 as call;
 pub use skileez::contract::v1 as contract;
+pub use skileez::notifications::v1 as notifications;
 pub use skileez::scheduling::v1 as scheduling;
 pub use skileez::user::v1 as user;
 

@@ -5,17 +5,21 @@
 //! database: a concurrent change to the same call is a version conflict
 //! (retried, then ABORTED), a clash with another call is an exclusion
 //! violation (SLOT_TAKEN naming the clashing call), a second free consultation
-//! is a unique violation (ALREADY_EXISTS).
+//! is a unique violation (ALREADY_EXISTS). A booking also meets its coach's
+//! published hours, checked under the coach's stream lock in the same
+//! transaction (see [`Scheduler::enforce_coach_rules`]).
 
 use std::{collections::HashMap, sync::Arc};
 
-use chrono::Utc;
+use chrono::{DateTime, Duration, Utc};
 use prost::Message;
 use skileez_domain::{
-    Call, CallEvent, CallId, CallKind, Command, ContractId, Decided, DomainError, Policy, decide,
-    evolve,
+    Call, CallEvent, CallId, CallKind, CoachBusy, Command, ContractId, Decided, DomainError,
+    Policy, availability, decide, evolve,
 };
-use skileez_eventstore::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamAppend};
+use skileez_eventstore::{
+    EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamAppend, UnitOfWork,
+};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
@@ -27,7 +31,7 @@ use crate::{
 
 /// How many times a command is decided again after losing a race on its
 /// call's stream before the caller gets ABORTED.
-const MAX_ATTEMPTS: usize = 3;
+pub(crate) const MAX_ATTEMPTS: usize = 3;
 
 /// Schema version of the JSON payloads we write; bump with an upcaster.
 pub const EVENT_SCHEMA_VERSION: i32 = 1;
@@ -164,7 +168,7 @@ impl Scheduler {
         }
     }
 
-    async fn stored_answer<R: Message + Default>(
+    pub(crate) async fn stored_answer<R: Message + Default>(
         &self,
         key: &RequestKey,
     ) -> Result<Option<R>, ApiError> {
@@ -243,12 +247,24 @@ impl Scheduler {
         }
 
         let plan = Plan::new(call_id, state, decided);
+        // A booking also locks its coach's availability stream: see
+        // `enforce_coach_rules`.
+        let coaches: Vec<String> = plan
+            .booked()
+            .map(|call| crate::availability::coach_stream(&call.coach_id))
+            .collect();
         let mut uow = self
             .store
-            .append(plan.appends(metadata)?)
+            .append_locking(plan.appends(metadata)?, &coaches)
             .await
             .map_err(ApiError::from)?;
 
+        if let Err(error) = self.enforce_coach_rules(&mut uow, &plan, now).await {
+            if let Err(rollback) = uow.rollback().await {
+                tracing::warn!(error = %rollback, "rollback after a coach rule refused the booking failed");
+            }
+            return Err(error);
+        }
         for call in &plan.after {
             if let Err(e) = repo::upsert_call(uow.conn(), call, self.policy.coach_buffer).await {
                 // Give the connection back before asking what we clashed
@@ -303,9 +319,81 @@ impl Scheduler {
             }
         }
         uow.commit().await.map_err(ApiError::from)?;
+        // Wakes this instance's feed and relay at once, and (through the
+        // waker task in lib.rs) the relays of other instances.
         self.committed.notify_waiters();
-        crate::relay::wake(&self.pool).await;
         Ok(response)
+    }
+
+    /// The coach's published hours, buffers, own notice and daily maximum,
+    /// for every call this decision books (a new booking, or the successor
+    /// of a reschedule). Runs inside the booking's transaction, after the
+    /// append and before the calls are written.
+    ///
+    /// Why this is race-free: the append took the advisory lock of the
+    /// coach's availability stream (`coach-<id>`) along with the call
+    /// streams' — the very lock an availability change takes when it
+    /// appends to that stream — and the reads here are later statements
+    /// (READ COMMITTED: each sees every commit before it started). So an
+    /// availability change either committed before the lock was granted,
+    /// and its hours are the ones checked here, or it waits until this
+    /// booking has committed or rolled back: a booking always commits under
+    /// the hours it was checked against. Two bookings of one coach serialise
+    /// on the same lock, so each sees the other's call, which makes the
+    /// buffer and daily-limit checks race-free too (the exclusion constraint
+    /// stays as the last guard for overlaps).
+    ///
+    /// The coach's lock is taken in the append's one locking statement, in
+    /// the store's global key order and before the first write, rather than
+    /// after the append: no deadlock is possible (every transaction takes
+    /// all its stream locks at once, in one order), and the transaction id,
+    /// assigned at the first write, is taken only once the coach is held, so
+    /// the feed's order agrees with the order in which bookings and
+    /// availability changes of a coach were serialised (a lock taken after
+    /// the append would let a booking hold a lower id than a change it was
+    /// checked against).
+    async fn enforce_coach_rules(
+        &self,
+        uow: &mut UnitOfWork,
+        plan: &Plan,
+        now: DateTime<Utc>,
+    ) -> Result<(), ExecError> {
+        let own: Vec<CallId> = plan.after.iter().map(|c| c.id).collect();
+        for call in plan.booked() {
+            let hours = repo::coach_availability(uow.conn(), &call.coach_id)
+                .await
+                .map_err(ApiError::from)?
+                .map(|h| h.availability);
+            let (from, to) = coach_window(&self.policy, call.start, call.end());
+            // The predecessor of a reschedule gives its slot up in this
+            // transaction: it never blocks its successor.
+            let busy: Vec<CoachBusy> = repo::coach_calls(uow.conn(), &call.coach_id, from, to)
+                .await
+                .map_err(ApiError::from)?
+                .into_iter()
+                .filter(|c| !own.contains(&c.call_id))
+                .map(|c| CoachBusy {
+                    start: c.start,
+                    end: c.end,
+                })
+                .collect();
+            availability::check_coach_rules(
+                &self.policy,
+                hours.as_ref(),
+                &busy,
+                now,
+                call.start,
+                call.duration_minutes,
+            )
+            .map_err(|error| match error {
+                // A concurrent twin of the same request may have taken it.
+                DomainError::SlotTaken { .. } | DomainError::DailyLimitReached { .. } => {
+                    ExecError::SlotTaken(error)
+                }
+                other => ApiError::Domain(other).into(),
+            })?;
+        }
+        Ok(())
     }
 
     /// Turns a constraint violation on the calls table into the domain answer
@@ -393,7 +481,19 @@ impl ExecError {
     }
 }
 
-fn people(calls: &[Call]) -> Vec<&str> {
+/// The instants whose calls of a coach matter to a call `[start, end)`:
+/// buffers reach at most a day each side (plus the policy's buffer), and the
+/// coach-local date of the start lies within a day and a bit of it.
+pub fn coach_window(
+    policy: &Policy,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let margin = Duration::days(3) + policy.coach_buffer.max(Duration::zero());
+    (start - margin, end + margin)
+}
+
+pub(crate) fn people(calls: &[Call]) -> Vec<&str> {
     calls
         .iter()
         .flat_map(|c| [c.student_id.as_str(), c.coach_id.as_str()])
@@ -401,7 +501,10 @@ fn people(calls: &[Call]) -> Vec<&str> {
 }
 
 /// Who caused the events and on which request; stored beside each event.
-fn event_metadata(principal: &Principal, request: Option<&RequestKey>) -> serde_json::Value {
+pub(crate) fn event_metadata(
+    principal: &Principal,
+    request: Option<&RequestKey>,
+) -> serde_json::Value {
     let mut metadata = serde_json::Map::new();
     metadata.insert(
         "actor".into(),
@@ -496,6 +599,18 @@ impl Plan {
                 })
             })
             .collect()
+    }
+
+    /// The calls this decision books: those with a `CallScheduled` (a new
+    /// booking, or the successor of a reschedule).
+    fn booked(&self) -> impl Iterator<Item = &Call> {
+        self.streams
+            .iter()
+            .zip(&self.after)
+            .filter(|((_, _, events), _)| {
+                events.iter().any(|e| matches!(e, CallEvent::Scheduled(_)))
+            })
+            .map(|(_, call)| call)
     }
 
     /// What the decision does to contract sessions: a new paid booking takes

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod availability;
 pub mod config;
 pub mod error;
 pub mod feed;
@@ -128,6 +129,11 @@ impl Application {
             shutdown.clone(),
         ));
 
+        tasks.spawn(relay::wake_other_instances(
+            pool.clone(),
+            scheduler.committed(),
+            shutdown.clone(),
+        ));
         if config.relay || config.ingest {
             tasks.spawn(run_bus_tasks(
                 config.clone(),
@@ -168,10 +174,12 @@ impl Application {
             .add_service(pb::directory_service_server::DirectoryServiceServer::new(
                 api::directory::DirectoryApi::new(ctx.clone()),
             ))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                server_shutdown.cancelled_owned(),
+            .add_service(
+                pb::availability_service_server::AvailabilityServiceServer::new(
+                    api::availability::AvailabilityApi::new(ctx.clone()),
+                ),
             )
+            .serve_with_incoming_shutdown(incoming(listener), server_shutdown.cancelled_owned())
             .await;
         // However serving ended, stop our own tasks and wait for them.
         shutdown.cancel();
@@ -180,6 +188,24 @@ impl Application {
         result?;
         Ok(())
     }
+}
+
+/// The accepted connections, with `TCP_NODELAY` set. An answer is several
+/// small writes (headers, message, trailers); with Nagle's algorithm on, the
+/// later ones wait for the client's delayed ACK, about 40 ms on Linux, on
+/// every unary call. tonic sets it when it binds the address itself, not for
+/// a listener handed to it.
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        })
+    })
 }
 
 /// Builds and runs the service: the entry point of `main` and `skileez dev`.
@@ -288,6 +314,7 @@ const HEALTH_NAMES: &[&str] = &[
     "skileez.scheduling.v1.SchedulingService",
     "skileez.scheduling.v1.CallTimerService",
     "skileez.scheduling.v1.DirectoryService",
+    "skileez.scheduling.v1.AvailabilityService",
 ];
 
 /// Serving only while PostgreSQL answers: without it no request can succeed.

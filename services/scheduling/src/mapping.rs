@@ -5,11 +5,83 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use skileez_domain::{
-    Action, ActorRole, Attendance, Call, CallEvent, CallKind, CallStatus, ParticipantRole, Policy,
-    ReminderKind, allowed_actions, joinable_from,
+    Action, ActorRole, Attendance, Availability, Call, CallEvent, CallKind, CallStatus,
+    ParticipantRole, Policy, ReminderKind, allowed_actions, joinable_from,
 };
 use skileez_eventstore::RecordedEvent;
 use skileez_proto::{call as ev, scheduling as pb};
+
+pub fn weekday(day: chrono::Weekday) -> pb::Weekday {
+    match day {
+        chrono::Weekday::Mon => pb::Weekday::Monday,
+        chrono::Weekday::Tue => pb::Weekday::Tuesday,
+        chrono::Weekday::Wed => pb::Weekday::Wednesday,
+        chrono::Weekday::Thu => pb::Weekday::Thursday,
+        chrono::Weekday::Fri => pb::Weekday::Friday,
+        chrono::Weekday::Sat => pb::Weekday::Saturday,
+        chrono::Weekday::Sun => pb::Weekday::Sunday,
+    }
+}
+
+/// A coach's hours as the API shows them.
+pub fn availability(a: &Availability) -> pb::Availability {
+    pb::Availability {
+        time_zone: a.time_zone.clone(),
+        weekly: a
+            .weekly
+            .iter()
+            .map(|w| pb::WeeklyInterval {
+                weekday: weekday(w.weekday).into(),
+                start: w.start.to_string(),
+                end: w.end.to_string(),
+            })
+            .collect(),
+        overrides: a
+            .overrides
+            .iter()
+            .map(|o| pb::DateOverride {
+                date: o.date.format("%Y-%m-%d").to_string(),
+                intervals: o
+                    .intervals
+                    .iter()
+                    .map(|i| pb::TimeInterval {
+                        start: i.start.to_string(),
+                        end: i.end.to_string(),
+                    })
+                    .collect(),
+                day_off: o.intervals.is_empty(),
+            })
+            .collect(),
+        buffer_before_minutes: a.buffer_before_minutes,
+        buffer_after_minutes: a.buffer_after_minutes,
+        min_notice_minutes: a.min_notice_minutes,
+        daily_max: a.daily_max,
+    }
+}
+
+/// Why a start is too close to a coach's call `[start, end)` although the
+/// two calls do not overlap: the buffers the coach keeps around calls.
+pub fn buffer_message(
+    policy: &Policy,
+    hours: Option<&Availability>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> String {
+    let before = hours.map_or(0, |h| h.buffer_before_minutes);
+    let after = hours.map_or(0, |h| h.buffer_after_minutes);
+    let extra = policy.coach_buffer.num_minutes().max(0);
+    let after = if extra > 0 {
+        format!("{after} minutes after (plus {extra} between any two calls)")
+    } else {
+        format!("{after} minutes after")
+    };
+    format!(
+        "too close to the coach's call from {} to {}: the coach keeps {before} minutes \
+         free before each call and {after}; choose a start that FindSlots lists",
+        start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
 
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {

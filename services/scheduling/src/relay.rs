@@ -337,14 +337,26 @@ async fn report_lag(
     metrics::gauge!("skileez_relay_lag_seconds").set(seconds);
 }
 
-/// Wakes the relays of every instance; sent after a commit, outside its
-/// transaction, so commits are not serialised on the notify queue.
-pub async fn wake(pool: &PgPool) {
-    if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
-        .bind(WAKE_CHANNEL)
-        .execute(pool)
-        .await
-    {
-        tracing::debug!(%error, "cannot notify the relay; it will poll");
+/// Wakes the relays of every instance after this instance's commits: one
+/// `NOTIFY` per wake-up however many commits it covers, sent off the request
+/// path and outside any transaction, so commits neither wait for it nor
+/// serialise on the notify queue.
+pub async fn wake_other_instances(
+    pool: PgPool,
+    committed: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = committed.notified() => {}
+        }
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(WAKE_CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(%error, "cannot notify other relays; they will poll");
+        }
     }
 }

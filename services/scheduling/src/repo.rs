@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use skileez_domain::{
-    Call, CallId, CallKind, ContractId, ContractSnapshot, ContractStatus, UserId,
+    Availability, Call, CallId, CallKind, ContractId, ContractSnapshot, ContractStatus, UserId,
 };
 // Dynamic SQL here only splices constant fragments (column lists, status
 // sets, sort order), never input: input is always bound.
@@ -145,6 +145,174 @@ pub async fn clashes(
     .bind(start)
     .bind(end)
     .bind(end + coach_buffer)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Clash {
+            call_id: CallId(r.get("call_id")),
+            student_id: r.get("student_id"),
+            coach_id: r.get("coach_id"),
+            start: r.get("starts_at"),
+            end: r.get("ends_at"),
+            coach_busy_until: r.get("coach_busy_until"),
+        })
+        .collect())
+}
+
+/// An active call of a coach, as the availability rules see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoachCall {
+    pub call_id: CallId,
+    pub student_id: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// The coach's active calls that overlap `[from, to)`, by start. Takes the
+/// pool for a query, or the booking's connection to read inside its
+/// transaction (after the coach's lock).
+pub async fn coach_calls<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    coach: &UserId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<CoachCall>, sqlx::Error> {
+    // A call lasts at most a day (240 minutes in fact), so one that
+    // overlaps `[from, to)` starts after `from − 1 day`: that bound keeps
+    // the scan of `calls_coach_start` to the window instead of the coach's
+    // whole history.
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT call_id, student_id, starts_at, ends_at FROM calls
+          WHERE coach_id = $1 AND starts_at > $4 AND starts_at < $3 AND ends_at > $2
+            AND status IN {ACTIVE}
+          ORDER BY starts_at"
+    )))
+    .bind(coach.as_str())
+    .bind(from)
+    .bind(to)
+    .bind(from - Duration::days(1))
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| CoachCall {
+            call_id: CallId(r.get("call_id")),
+            student_id: r.get("student_id"),
+            start: r.get("starts_at"),
+            end: r.get("ends_at"),
+        })
+        .collect())
+}
+
+/// The coach's active calls that start after `now`, soonest first.
+pub async fn upcoming_coach_calls<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    coach: &UserId,
+    now: DateTime<Utc>,
+) -> Result<Vec<Call>, sqlx::Error> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT state FROM calls
+          WHERE coach_id = $1 AND starts_at > $2 AND status IN {ACTIVE}
+          ORDER BY starts_at, call_id"
+    )))
+    .bind(coach.as_str())
+    .bind(now)
+    .fetch_all(db)
+    .await?;
+    rows.into_iter()
+        .map(|r| decode_state(r.get("state")))
+        .collect()
+}
+
+/// A coach's published hours as the read model holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedHours {
+    pub availability: Availability,
+    /// The coach stream's version that published them.
+    pub version: u64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The coach's published hours; `None`: bookable at any time.
+pub async fn coach_availability<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    coach: &UserId,
+) -> Result<Option<PublishedHours>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT availability, version, updated_at FROM coach_availability WHERE coach_id = $1",
+    )
+    .bind(coach.as_str())
+    .fetch_optional(db)
+    .await?;
+    row.map(|r| {
+        Ok(PublishedHours {
+            availability: serde_json::from_value(r.get("availability"))
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            version: u64::try_from(r.get::<i64, _>("version")).unwrap_or(0),
+            updated_at: r.get("updated_at"),
+        })
+    })
+    .transpose()
+}
+
+/// Writes the coach's hours (inside the append of the event that published
+/// them).
+pub async fn upsert_coach_availability(
+    conn: &mut PgConnection,
+    coach: &UserId,
+    hours: &PublishedHours,
+) -> Result<(), sqlx::Error> {
+    let availability =
+        serde_json::to_value(&hours.availability).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(
+        "INSERT INTO coach_availability (coach_id, availability, version, updated_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (coach_id) DO UPDATE
+            SET availability = EXCLUDED.availability, version = EXCLUDED.version,
+                updated_at = EXCLUDED.updated_at",
+    )
+    .bind(coach.as_str())
+    .bind(availability)
+    .bind(i64::try_from(hours.version).unwrap_or(i64::MAX))
+    .bind(hours.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Removes the coach's hours (inside the append of the event that cleared
+/// them).
+pub async fn delete_coach_availability(
+    conn: &mut PgConnection,
+    coach: &UserId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM coach_availability WHERE coach_id = $1")
+        .bind(coach.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The student's active calls that overlap `[start, end)` with coaches other
+/// than `coach` (clashes with `coach`'s own calls are the coach's side).
+pub async fn student_clashes(
+    pool: &PgPool,
+    student: &UserId,
+    coach: &UserId,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Vec<Clash>, sqlx::Error> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT call_id, student_id, coach_id, starts_at, ends_at, coach_busy_until FROM calls
+          WHERE student_id = $1 AND coach_id <> $2 AND status IN {ACTIVE}
+            AND tstzrange(starts_at, ends_at, '[)') && tstzrange($3, $4, '[)')
+          ORDER BY starts_at"
+    )))
+    .bind(student.as_str())
+    .bind(coach.as_str())
+    .bind(start)
+    .bind(end)
     .fetch_all(pool)
     .await?;
     Ok(rows

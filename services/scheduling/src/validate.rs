@@ -2,8 +2,11 @@
 //! input before acting and reports all bad fields at once, as
 //! google.rpc.BadRequest field violations.
 
-use chrono::{DateTime, Utc};
-use skileez_domain::{CallId, ContractId, DomainError, Fold, RequestedStart, UserId, time};
+use chrono::{DateTime, NaiveDate, Utc, Weekday};
+use skileez_domain::{
+    Availability, CallId, ContractId, DateOverride, DomainError, Fold, LocalInterval,
+    RequestedStart, TimeOfDay, UserId, WeeklyInterval, time,
+};
 use skileez_proto::scheduling as pb;
 
 use crate::error::{ApiError, Violation};
@@ -202,6 +205,151 @@ pub fn start(
             })
         }
     }
+}
+
+/// A time of day, exactly `HH:MM` from `00:00` to `24:00`.
+pub fn time_of_day(field: &str, value: &str) -> Result<TimeOfDay, Violation> {
+    TimeOfDay::parse(value).ok_or_else(|| {
+        Violation::new(
+            field,
+            format!(
+                "{:?} is not a time of day: send exactly HH:MM from 00:00 to 24:00",
+                truncated(value)
+            ),
+        )
+    })
+}
+
+/// A calendar date, exactly `YYYY-MM-DD`.
+pub fn date(field: &str, value: &str) -> Result<NaiveDate, Violation> {
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .filter(|_| value.len() == 10)
+        .ok_or_else(|| {
+            Violation::new(
+                field,
+                format!(
+                    "{:?} is not a date: send exactly YYYY-MM-DD",
+                    truncated(value)
+                ),
+            )
+        })
+}
+
+pub fn weekday(field: &str, value: i32) -> Result<Weekday, Violation> {
+    match pb::Weekday::try_from(value) {
+        Ok(pb::Weekday::Monday) => Ok(Weekday::Mon),
+        Ok(pb::Weekday::Tuesday) => Ok(Weekday::Tue),
+        Ok(pb::Weekday::Wednesday) => Ok(Weekday::Wed),
+        Ok(pb::Weekday::Thursday) => Ok(Weekday::Thu),
+        Ok(pb::Weekday::Friday) => Ok(Weekday::Fri),
+        Ok(pb::Weekday::Saturday) => Ok(Weekday::Sat),
+        Ok(pb::Weekday::Sunday) => Ok(Weekday::Sun),
+        Ok(pb::Weekday::Unspecified) | Err(_) => Err(Violation::new(
+            field,
+            "required: WEEKDAY_MONDAY … WEEKDAY_SUNDAY",
+        )),
+    }
+}
+
+fn truncated(value: &str) -> String {
+    value.chars().take(32).collect()
+}
+
+fn interval(
+    checks: &mut Checks,
+    field: &str,
+    start: &str,
+    end: &str,
+) -> Option<(TimeOfDay, TimeOfDay)> {
+    let start = checks.take(time_of_day(&format!("{field}.start"), start));
+    let end = checks.take(time_of_day(&format!("{field}.end"), end));
+    Some((start?, end?))
+}
+
+/// A coach's hours as sent under `field` (`availability`), checked whole:
+/// every malformed value names its path (`availability.weekly[2].start`),
+/// then the domain's rules (overlaps, limits, the zone) name the part at
+/// fault (`availability.weekly`).
+pub fn availability(
+    field: &str,
+    value: Option<&pb::Availability>,
+) -> Result<Availability, ApiError> {
+    let Some(value) = value else {
+        return Err(ApiError::invalid(
+            field,
+            "required: the coach's time_zone and weekly hours (and optionally overrides, buffers, notice, daily_max)",
+        ));
+    };
+    let mut checks = Checks::new();
+    if value.time_zone.is_empty() {
+        checks.push(Violation::new(
+            format!("{field}.time_zone"),
+            "required: the IANA zone the hours are in, such as Europe/Berlin",
+        ));
+    }
+    let mut weekly = Vec::with_capacity(value.weekly.len());
+    for (i, w) in value.weekly.iter().enumerate() {
+        let path = format!("{field}.weekly[{i}]");
+        let day = checks.take(weekday(&format!("{path}.weekday"), w.weekday));
+        let hours = interval(&mut checks, &path, &w.start, &w.end);
+        if let (Some(weekday), Some((start, end))) = (day, hours) {
+            weekly.push(WeeklyInterval {
+                weekday,
+                start,
+                end,
+            });
+        }
+    }
+    let mut overrides = Vec::with_capacity(value.overrides.len());
+    for (i, o) in value.overrides.iter().enumerate() {
+        let path = format!("{field}.overrides[{i}]");
+        let date = checks.take(date(&format!("{path}.date"), &o.date));
+        match (o.day_off, o.intervals.is_empty()) {
+            (true, false) => checks.push(Violation::new(
+                format!("{path}.day_off"),
+                "a day off has no intervals: set day_off or give intervals, not both",
+            )),
+            (false, true) => checks.push(Violation::new(
+                format!("{path}.intervals"),
+                "required: the hours of that date, or day_off for a day off",
+            )),
+            _ => {}
+        }
+        let mut intervals = Vec::with_capacity(o.intervals.len());
+        for (j, iv) in o.intervals.iter().enumerate() {
+            if let Some((start, end)) = interval(
+                &mut checks,
+                &format!("{path}.intervals[{j}]"),
+                &iv.start,
+                &iv.end,
+            ) {
+                // start < end is the domain's check, with its message.
+                intervals.push(LocalInterval { start, end });
+            }
+        }
+        if let Some(date) = date {
+            overrides.push(DateOverride { date, intervals });
+        }
+    }
+    checks.finish()?;
+    let availability = Availability {
+        time_zone: value.time_zone.clone(),
+        weekly,
+        overrides,
+        buffer_before_minutes: value.buffer_before_minutes,
+        buffer_after_minutes: value.buffer_after_minutes,
+        min_notice_minutes: value.min_notice_minutes,
+        daily_max: value.daily_max,
+    };
+    availability.validate().map_err(|error| match error {
+        DomainError::InvalidArgument { field: part, .. }
+        | DomainError::Time { field: part, .. } => {
+            ApiError::invalid(format!("{field}.{part}"), error.to_string())
+        }
+        other => ApiError::Domain(other),
+    })?;
+    Ok(availability)
 }
 
 /// AIP-158 page size: default 20, at most 100.

@@ -61,6 +61,7 @@ async fn reflection_lists_our_services_in_both_protocol_versions() {
             "skileez.scheduling.v1.SchedulingService",
             "skileez.scheduling.v1.CallTimerService",
             "skileez.scheduling.v1.DirectoryService",
+            "skileez.scheduling.v1.AvailabilityService",
             "grpc.health.v1.Health",
         ] {
             assert!(

@@ -10,6 +10,10 @@
 //!   committed by the scheduling command handler at a fixed rate; the relay
 //!   (woken by `NOTIFY`, as for a commit on another instance) publishes them;
 //!   a JetStream consumer records when each arrives.
+//! - `findslots`: `FindSlots` latency through gRPC, one request at a time,
+//!   for a coach with published hours (Europe/Berlin, 07:00–22:00 every day,
+//!   buffers, a daily maximum) and 500 booked calls, over 30 days, shown to
+//!   a viewer in America/New_York.
 
 use std::{
     collections::HashMap,
@@ -17,6 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use chrono::{DurationRound, Utc};
 use clap::{Args, Subcommand};
@@ -26,7 +31,11 @@ use skileez_domain::{
     Actor, ActorRole, CallId, CallKind, Command, RequestedStart, ScheduleCall, UserId,
 };
 use skileez_proto::call as ev;
-use skileez_scheduling::{Application, Config, app::Scheduler, auth::Principal};
+use skileez_scheduling::{
+    Application, Config,
+    app::Scheduler,
+    auth::{Principal, TokenIssuer},
+};
 use skileez_testkit::{TestDatabase, nats::TestNats};
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +61,21 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         /// Runs per rate; the figures are the medians over them.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// FindSlots over a range for a coach with published hours and booked calls.
+    Findslots {
+        /// The coach's booked calls (15 minutes each, every 86 minutes).
+        #[arg(long, default_value_t = 500)]
+        calls: usize,
+        /// Days the query spans.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+        /// Timed requests per run (after a warm-up of 20).
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+        /// Runs; the figures are the medians over them.
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
@@ -115,7 +139,225 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Scenario::Findslots {
+            calls,
+            days,
+            requests,
+            runs,
+        } => findslots(args.output, calls, days, requests, runs).await,
     }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct SlotsLatency {
+    calls: usize,
+    days: i64,
+    requests: usize,
+    slots: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+async fn findslots(
+    output: OutputFormat,
+    calls: usize,
+    days: i64,
+    requests: usize,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let mut samples = Vec::new();
+    for run in 0..runs.max(1) {
+        let result = findslots_once(calls, days, requests).await?;
+        if matches!(output, OutputFormat::Text) {
+            println!(
+                "findslots run {}: {} requests, {} slots each, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                run + 1,
+                result.requests,
+                result.slots,
+                result.p50_ms,
+                result.p99_ms,
+                result.max_ms
+            );
+        }
+        samples.push(result);
+    }
+    let pick = |f: fn(&SlotsLatency) -> f64| median(&mut samples.iter().map(f).collect::<Vec<_>>());
+    let medians = SlotsLatency {
+        p50_ms: pick(|s| s.p50_ms),
+        p99_ms: pick(|s| s.p99_ms),
+        max_ms: pick(|s| s.max_ms),
+        ..samples[0].clone()
+    };
+    match output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({
+                "scenario": "findslots",
+                "runs": samples,
+                "medians": medians,
+                "date": Utc::now().to_rfc3339(),
+            })
+        ),
+        OutputFormat::Text => println!(
+            "\nFindSlots over {} days, {} booked calls (medians of {} runs): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            medians.days,
+            medians.calls,
+            samples.len(),
+            medians.p50_ms,
+            medians.p99_ms,
+            medians.max_ms
+        ),
+    }
+    Ok(())
+}
+
+async fn findslots_once(calls: usize, days: i64, requests: usize) -> anyhow::Result<SlotsLatency> {
+    use skileez_proto::scheduling as pb;
+
+    let db = TestDatabase::new().await;
+    let vars: HashMap<&str, String> = HashMap::from([
+        (
+            "SKILEEZ_JWT_SECRET",
+            "bench-secret-bench-secret-bench-secret".to_owned(),
+        ),
+        ("SKILEEZ_GRPC_ADDR", "127.0.0.1:0".to_owned()),
+        ("DATABASE_URL", db.url()),
+        ("SKILEEZ_RELAY", "false".to_owned()),
+        ("SKILEEZ_INGEST", "false".to_owned()),
+    ]);
+    let config = Config::from_lookup(|name| vars.get(name).cloned())?;
+    let policy = config.policy.clone();
+    let issuer = TokenIssuer::from_config(&config.jwt).context("an HS256 secret")?;
+    let app = Application::build_with_pool(config, db.pool().clone()).await?;
+    let addr = app.local_addr();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+
+    // The calls, booked before the hours are published (as calls booked
+    // under earlier hours would be): one every 86 minutes, round the clock.
+    let scheduler = Scheduler::new(db.pool().clone(), policy);
+    let admin = Principal {
+        user_id: UserId::parse("bench-admin")?,
+        role: ActorRole::Admin,
+    };
+    let coach = UserId::parse("bench-coach")?;
+    let from =
+        (Utc::now() + chrono::Duration::days(1)).duration_trunc(chrono::Duration::days(1))?;
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for i in 0..calls {
+        let scheduler = scheduler.clone();
+        let admin = admin.clone();
+        let coach = coach.clone();
+        pending.push(async move {
+            let call_id = CallId::new();
+            let command = Command::Schedule(ScheduleCall {
+                call_id,
+                kind: CallKind::FreeConsultation,
+                student_id: UserId::parse(&format!("bench-stu-{i}"))?,
+                coach_id: coach,
+                contract: None,
+                start: RequestedStart::utc(from + chrono::Duration::minutes(86 * i as i64)),
+                by: admin.actor(),
+                existing_free_consultation: None,
+                note: None,
+            });
+            scheduler
+                .execute(&admin, call_id, None, |_| Ok(command.clone()), |_| ())
+                .await
+                .map_err(|e| anyhow::anyhow!("booking {i}: {e}"))
+        });
+        while pending.len() >= 16 {
+            if let Some(done) = pending.next().await {
+                done?;
+            }
+        }
+    }
+    while let Some(done) = pending.next().await {
+        done?;
+    }
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let bearer: tonic::metadata::MetadataValue<_> = format!(
+        "Bearer {}",
+        issuer.mint(coach.as_str(), ActorRole::Coach, Duration::from_secs(3600))
+    )
+    .parse()?;
+    let mut client = pb::availability_service_client::AvailabilityServiceClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+            Ok(request)
+        },
+    );
+    client
+        .set_coach_availability(pb::SetCoachAvailabilityRequest {
+            request_id: String::new(),
+            coach_id: coach.to_string(),
+            availability: Some(pb::Availability {
+                time_zone: "Europe/Berlin".to_owned(),
+                weekly: (1..=7)
+                    .map(|day| pb::WeeklyInterval {
+                        weekday: day,
+                        start: "07:00".to_owned(),
+                        end: "22:00".to_owned(),
+                    })
+                    .collect(),
+                overrides: Vec::new(),
+                buffer_before_minutes: 5,
+                buffer_after_minutes: 5,
+                min_notice_minutes: None,
+                daily_max: Some(30),
+            }),
+        })
+        .await?;
+
+    let request = pb::FindSlotsRequest {
+        coach_id: coach.to_string(),
+        from: Some(prost_types::Timestamp {
+            seconds: from.timestamp(),
+            nanos: 0,
+        }),
+        to: Some(prost_types::Timestamp {
+            seconds: (from + chrono::Duration::days(days)).timestamp(),
+            nanos: 0,
+        }),
+        duration_minutes: 30,
+        viewer_time_zone: "America/New_York".to_owned(),
+        step_minutes: 15,
+    };
+    let mut slots = 0;
+    for _ in 0..20 {
+        slots = client
+            .find_slots(request.clone())
+            .await?
+            .into_inner()
+            .slots
+            .len();
+    }
+    let mut latencies = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let started = Instant::now();
+        let answer = client.find_slots(request.clone()).await?.into_inner();
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(answer.slots.len() == slots, "the answer changed");
+    }
+    shutdown.cancel();
+    server.await??;
+    latencies.sort_by(f64::total_cmp);
+    Ok(SlotsLatency {
+        calls,
+        days,
+        requests,
+        slots,
+        p50_ms: percentile(&latencies, 50.0),
+        p99_ms: percentile(&latencies, 99.0),
+        max_ms: latencies.last().copied().unwrap_or_default(),
+    })
 }
 
 fn median(values: &mut [f64]) -> f64 {

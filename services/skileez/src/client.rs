@@ -26,10 +26,10 @@ pub struct Connection {
     token: Option<String>,
     /// text (readable) or json.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text, global = true)]
-    output: OutputFormat,
+    pub output: OutputFormat,
     /// Show times in this IANA zone (default UTC).
     #[arg(long, global = true)]
-    tz: Option<String>,
+    pub tz: Option<String>,
 }
 
 #[derive(Args)]
@@ -174,7 +174,7 @@ enum DirectoryCommand {
     },
 }
 
-type Authed = InterceptedService<Channel, Bearer>;
+pub type Authed = InterceptedService<Channel, Bearer>;
 
 #[derive(Clone)]
 pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
@@ -190,7 +190,7 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-async fn channel(conn: &Connection) -> anyhow::Result<(Channel, Bearer)> {
+pub async fn channel(conn: &Connection) -> anyhow::Result<(Channel, Bearer)> {
     let channel = Channel::from_shared(conn.server.clone())
         .context("--server must be a URL such as http://127.0.0.1:50051")?
         .connect()

@@ -1,11 +1,14 @@
 //! The `skileez` command: `dev` runs the services in one process against
 //! local PostgreSQL and NATS; `migrate` applies the schema; `token` mints a
-//! development token; `call …` talks to a running scheduling service.
+//! development token; `call …`, `coach …` and `directory …` talk to a
+//! running scheduling service.
 
 mod bench;
 mod client;
+mod coach;
 mod events;
 mod output;
+mod timers;
 
 use std::time::Duration;
 
@@ -51,8 +54,12 @@ enum Commands {
     Call(client::CallArgs),
     /// Participants and contracts (admin or service token).
     Directory(client::DirectoryArgs),
+    /// Coaches' published hours and their bookable slots.
+    Coach(coach::CoachArgs),
     /// Call events on NATS JetStream: tail live, replay from a sequence.
     Events(events::EventsArgs),
+    /// The timer service's durable timers.
+    Timers(timers::TimersArgs),
     /// Benchmarks against a real PostgreSQL and NATS (scratch database, private NATS).
     Bench(bench::BenchArgs),
 }
@@ -115,7 +122,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Commands::Call(args) => client::call(args).await,
         Commands::Directory(args) => client::directory(args).await,
+        Commands::Coach(args) => coach::run(args).await,
         Commands::Events(args) => events::run(args).await,
+        Commands::Timers(args) => timers::run(args).await,
         Commands::Bench(args) => bench::run(args).await,
     }
 }
@@ -150,11 +159,46 @@ async fn dev() -> anyhow::Result<()> {
         .await
         .context("applying migrations")?;
     tracing::info!("migrations applied");
+    let run_timers = std::env::var("SKILEEZ_TIMERS").map_or(true, |v| v != "false");
     let shutdown = CancellationToken::new();
-    let app = skileez_scheduling::Application::build_with_pool(config, pool).await?;
+    let app = skileez_scheduling::Application::build_with_pool(config, pool.clone()).await?;
     // Scripts and tests read the bound address from this line.
     println!("scheduling service on {}", app.local_addr());
+    let timers = if run_timers {
+        let mut timers_config = skileez_timers::Config::from_env()?;
+        timers_config.scheduling_url = format!("http://{}", app.local_addr());
+        Some(skileez_timers::Application::build_with_pool(
+            timers_config,
+            pool,
+        )?)
+    } else {
+        None
+    };
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    app.run(shutdown).await?;
+    let scheduling = app.run(shutdown.clone());
+    let timers = async {
+        match timers {
+            Some(timers) => timers
+                .run(shutdown.clone())
+                .await
+                .map_err(anyhow::Error::from),
+            None => Ok(()),
+        }
+    };
+    // One failing stops the other: the process runs all or nothing.
+    let (scheduling, timers) = tokio::join!(
+        async {
+            let result = scheduling.await;
+            shutdown.cancel();
+            result
+        },
+        async {
+            let result = timers.await;
+            shutdown.cancel();
+            result
+        }
+    );
+    scheduling?;
+    timers?;
     Ok(())
 }

@@ -245,6 +245,179 @@ impl Printer {
         }
     }
 
+    /// A coach's hours, one line per weekday and override.
+    fn hours_text(&self, state: &pb::CoachAvailability) -> String {
+        let Some(hours) = &state.availability else {
+            return format!(
+                "coach {} has published no hours: bookable at any time{}",
+                state.coach_id,
+                if state.version > 0 {
+                    format!(" (version {})", state.version)
+                } else {
+                    String::new()
+                }
+            );
+        };
+        let mut text = format!(
+            "coach {}: hours in {} (version {}, published {})",
+            state.coach_id,
+            hours.time_zone,
+            state.version,
+            self.time(state.updated_at.as_ref())
+        );
+        let span = |start: &str, end: &str| format!("{start}–{end}");
+        for day in 1..=7 {
+            let spans: Vec<String> = hours
+                .weekly
+                .iter()
+                .filter(|w| w.weekday == day)
+                .map(|w| span(&w.start, &w.end))
+                .collect();
+            if spans.is_empty() {
+                continue;
+            }
+            let name = pb::Weekday::try_from(day)
+                .map(|d| d.as_str_name().trim_start_matches("WEEKDAY_")[..3].to_lowercase())
+                .unwrap_or_default();
+            text.push_str(&format!("\n  {name:<11} {}", spans.join(", ")));
+        }
+        if hours.weekly.is_empty() {
+            text.push_str("\n  no weekly hours");
+        }
+        for o in &hours.overrides {
+            let spans = if o.intervals.is_empty() {
+                "off".to_owned()
+            } else {
+                o.intervals
+                    .iter()
+                    .map(|i| span(&i.start, &i.end))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            text.push_str(&format!("\n  {:<11} {spans}", o.date));
+        }
+        if hours.buffer_before_minutes > 0 || hours.buffer_after_minutes > 0 {
+            text.push_str(&format!(
+                "\n  buffers     {} min before, {} min after each call",
+                hours.buffer_before_minutes, hours.buffer_after_minutes
+            ));
+        }
+        if let Some(notice) = hours.min_notice_minutes {
+            text.push_str(&format!("\n  notice      at least {notice} min ahead"));
+        }
+        if let Some(max) = hours.daily_max {
+            text.push_str(&format!("\n  daily max   {max} calls"));
+        }
+        text
+    }
+
+    fn outside_text(&self, calls: &[pb::Call]) -> String {
+        if calls.is_empty() {
+            return "no upcoming call falls outside these hours".to_owned();
+        }
+        let mut text = format!(
+            "{} upcoming call{} now outside these hours (still valid):",
+            calls.len(),
+            if calls.len() == 1 { "" } else { "s" }
+        );
+        for call in calls {
+            text.push_str(&format!("\n\n{}", self.call_text(call)));
+        }
+        text
+    }
+
+    pub fn set_availability(
+        &self,
+        response: &pb::SetCoachAvailabilityResponse,
+    ) -> anyhow::Result<()> {
+        match (self.format, &response.coach_availability) {
+            (OutputFormat::Json, _) => self.json(
+                response,
+                "skileez.scheduling.v1.SetCoachAvailabilityResponse",
+            ),
+            (OutputFormat::Text, Some(state)) => {
+                if !response.applied {
+                    println!("no change: these hours were already published");
+                }
+                println!(
+                    "{}\n\n{}",
+                    self.hours_text(state),
+                    self.outside_text(&state.upcoming_outside_hours)
+                );
+                Ok(())
+            }
+            (OutputFormat::Text, None) => Ok(()),
+        }
+    }
+
+    pub fn clear_availability(
+        &self,
+        response: &pb::ClearCoachAvailabilityResponse,
+    ) -> anyhow::Result<()> {
+        match (self.format, &response.coach_availability) {
+            (OutputFormat::Json, _) => self.json(
+                response,
+                "skileez.scheduling.v1.ClearCoachAvailabilityResponse",
+            ),
+            (OutputFormat::Text, Some(state)) => {
+                if !response.applied {
+                    println!("no change: no hours were published");
+                }
+                println!("{}", self.hours_text(state));
+                Ok(())
+            }
+            (OutputFormat::Text, None) => Ok(()),
+        }
+    }
+
+    pub fn availability(&self, state: &pb::CoachAvailability) -> anyhow::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.json(state, "skileez.scheduling.v1.CoachAvailability"),
+            OutputFormat::Text => {
+                println!("{}", self.hours_text(state));
+                if state.availability.is_some() && !state.upcoming_outside_hours.is_empty() {
+                    println!("\n{}", self.outside_text(&state.upcoming_outside_hours));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn slots(&self, response: &pb::FindSlotsResponse) -> anyhow::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.json(response, "skileez.scheduling.v1.FindSlotsResponse"),
+            OutputFormat::Text => {
+                let coach_zone = if response.coach_time_zone.is_empty() {
+                    "no published hours".to_owned()
+                } else {
+                    format!("the coach's hours are in {}", response.coach_time_zone)
+                };
+                println!(
+                    "{} slot{} of {} min every {} min, shown in {} ({coach_zone})",
+                    response.slots.len(),
+                    if response.slots.len() == 1 { "" } else { "s" },
+                    response.duration_minutes,
+                    response.step_minutes,
+                    response.viewer_time_zone
+                );
+                for slot in &response.slots {
+                    let utc = slot
+                        .start
+                        .as_ref()
+                        .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, 0))
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                        .unwrap_or_default();
+                    println!(
+                        "  {} {}  {utc}",
+                        slot.viewer_local.replace('T', " "),
+                        slot.viewer_offset
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn event_text(&self, event: &ev::CallEvent) -> String {
         let name = match &event.event {
             Some(ev::call_event::Event::Scheduled(_)) => "CallScheduled",

@@ -17,6 +17,7 @@ async fn events_replay_and_tail_print_decoded_call_events() {
     let db = TestDatabase::new().await;
     let nats = TestNats::new().await;
     let (db_url, nats_url) = (db.url(), nats.url());
+    let db_for_list = db.url();
     let (mut dev, server) = {
         let nats_url = nats_url.clone();
         tokio::task::spawn_blocking(move || start_dev(&db_url, Some(&nats_url), 0))
@@ -82,6 +83,36 @@ async fn events_replay_and_tail_print_decoded_call_events() {
     assert_eq!(first_line["event"]["card"]["callId"], first.as_str());
     let only = ok(run(&mut replay(&["--call", &first])));
     assert_eq!(only.lines().count(), 1, "{only}");
+
+    // The timer service in `dev` consumed the booking: five timers.
+    let mut timers = Value::Null;
+    for _ in 0..100 {
+        timers = serde_json::from_str(&ok(run(skileez()
+            .env("DATABASE_URL", &db_for_list)
+            .args(["timers", "list", "--call", &first, "--output", "json"]))))
+        .expect("json");
+        if timers.as_array().is_some_and(|t| t.len() == 5) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut kinds: Vec<&str> = timers
+        .as_array()
+        .expect("timers")
+        .iter()
+        .filter_map(|t| t["kind"].as_str())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            "auto_complete",
+            "missed",
+            "ready",
+            "reminder_1h",
+            "reminder_24h"
+        ]
+    );
 
     // Tail prints what is published from now on.
     let mut tail = skileez()

@@ -177,13 +177,16 @@ async fn an_appender_that_waited_for_the_lock_sees_the_winner_and_conflicts() ->
 }
 
 #[tokio::test]
-async fn a_stream_locked_by_another_unit_of_work_waits_for_it_both_ways() -> anyhow::Result<()> {
+async fn a_stream_only_locked_by_an_append_waits_for_it_both_ways() -> anyhow::Result<()> {
     let (_db, store) = store().await;
+    let coach = ["coach-7".to_owned()];
     // A booking's transaction appends to its call and locks the coach.
-    let mut booking = store
-        .append(vec![to("call-1", ExpectedVersion::NoStream, events(1))])
+    let booking = store
+        .append_locking(
+            vec![to("call-1", ExpectedVersion::NoStream, events(1))],
+            &coach,
+        )
         .await?;
-    booking.lock_stream("coach-7").await?;
     let change = tokio::spawn({
         let store = store.clone();
         async move { append(&store, "coach-7", ExpectedVersion::NoStream, 1).await }
@@ -193,33 +196,38 @@ async fn a_stream_locked_by_another_unit_of_work_waits_for_it_both_ways() -> any
         !change.is_finished(),
         "an append to a locked stream waits for the locking transaction"
     );
-    booking.commit().await?;
-    change.await??;
+    let booked = booking.commit().await?;
+    let changed = change.await??;
+    assert!(
+        booked[0].tx_id < changed[0].tx_id,
+        "feed order is the order the two were serialised in"
+    );
+    assert_eq!(store.stream_version("coach-7").await?, Some(1));
 
-    // And the other way round: a lock waits for an append in flight.
+    // And the other way round: the lock waits for an append in flight, and
+    // then sees it.
     let change = store
         .append(vec![to("coach-7", ExpectedVersion::Exact(1), events(1))])
         .await?;
     let waiter = tokio::spawn({
         let store = store.clone();
         async move {
-            let mut booking = store
-                .append(vec![to("call-2", ExpectedVersion::NoStream, events(1))])
+            let booking = store
+                .append_locking(
+                    vec![to("call-2", ExpectedVersion::NoStream, events(1))],
+                    &coach,
+                )
                 .await?;
-            booking.lock_stream("coach-7").await?;
             let version = store.stream_version("coach-7").await?;
-            booking.commit().await?;
-            Ok::<_, StoreError>(version)
+            Ok::<_, StoreError>((version, booking.commit().await?))
         }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiter.is_finished(), "the lock waits for the append");
-    change.commit().await?;
-    assert_eq!(
-        waiter.await??,
-        Some(2),
-        "after the lock, the change is seen"
-    );
+    let changed = change.commit().await?;
+    let (version, booked) = waiter.await??;
+    assert_eq!(version, Some(2), "after the lock, the change is seen");
+    assert!(changed[0].tx_id < booked[0].tx_id);
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! their whole input, then hand over to the command handler or the read
 //! models; they never build a `tonic::Status` themselves (see `error`).
 
+pub mod availability;
 pub mod directory;
 pub mod scheduling;
 pub mod timers;

@@ -6,8 +6,8 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{Duration, Utc};
 use futures::Stream;
 use skileez_domain::{
-    ActorRole, CallId, CallKind, Command, ContractStatus, DomainError, RescheduleCall,
-    ScheduleCall, UserId, rules,
+    ActorRole, CallId, CallKind, CoachBusy, Command, ContractStatus, RescheduleCall, ScheduleCall,
+    Unavailability, UserId, availability,
 };
 use skileez_eventstore::FeedPosition;
 use skileez_proto::scheduling as pb;
@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Context, check_access};
 use crate::{
-    app::RequestKey,
+    app::{RequestKey, coach_window},
     auth::Principal,
     error::{ApiError, Violation},
     feed::{self, Change},
@@ -183,7 +183,7 @@ struct BookingFields<'a> {
     note: &'a str,
 }
 
-fn request_key(
+pub(super) fn request_key(
     principal: &Principal,
     request_id: &str,
     method: &'static str,
@@ -343,55 +343,97 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         let policy = self.ctx.scheduler.policy();
         let now = Utc::now();
 
-        let violations: Vec<pb::RuleViolation> = [
-            rules::check_whole_minute(policy, start),
-            rules::check_notice(policy, now, start),
-            rules::check_horizon(policy, now, start),
-        ]
-        .into_iter()
-        .filter_map(Result::err)
-        .map(|e: DomainError| pb::RuleViolation {
-            reason: e.reason().to_owned(),
-            message: e.to_string(),
-        })
-        .collect();
-        let clashes = repo::clashes(
-            self.ctx.scheduler.pool(),
-            &coach,
-            student.as_ref(),
-            start,
-            end,
-            policy.coach_buffer,
-        )
-        .await
-        .map_err(ApiError::from)?;
-        let conflicts: Vec<pb::Conflict> = clashes
-            .into_iter()
-            .map(|clash| {
-                let coach_side = clash.coach_id == coach.as_str();
-                let mine = clash.student_id == principal.user_id.as_str()
-                    || clash.coach_id == principal.user_id.as_str();
-                pb::Conflict {
-                    party: if coach_side {
-                        pb::ConflictParty::Coach
-                    } else {
-                        pb::ConflictParty::Student
-                    }
-                    .into(),
-                    start: Some(mapping::timestamp(clash.start)),
-                    end: Some(mapping::timestamp(if coach_side {
-                        clash.coach_busy_until
-                    } else {
-                        clash.end
-                    })),
-                    call_id: if mine || principal.is_privileged() {
-                        clash.call_id.to_string()
-                    } else {
-                        String::new()
-                    },
-                }
+        let pool = self.ctx.scheduler.pool();
+
+        // The coach's side: the rules of a booking, with the coach's hours,
+        // buffers, own notice and daily maximum when they published them.
+        let hours = repo::coach_availability(pool, &coach)
+            .await
+            .map_err(ApiError::from)?
+            .map(|h| h.availability);
+        let (from, to) = coach_window(policy, start, end);
+        let coach_calls = repo::coach_calls(pool, &coach, from, to)
+            .await
+            .map_err(ApiError::from)?;
+        let busy: Vec<CoachBusy> = coach_calls
+            .iter()
+            .map(|c| CoachBusy {
+                start: c.start,
+                end: c.end,
             })
             .collect();
+        let reasons = availability::explain(policy, hours.as_ref(), &busy, now, start, duration)
+            .map_err(ApiError::from)?;
+        let reveal = |call_id: CallId, student: &str, coach_id: &str| {
+            let mine =
+                student == principal.user_id.as_str() || coach_id == principal.user_id.as_str();
+            if mine || principal.is_privileged() {
+                call_id.to_string()
+            } else {
+                String::new()
+            }
+        };
+        let mut violations = Vec::new();
+        let mut conflicts = Vec::new();
+        for reason in &reasons {
+            let (call_start, call_end, buffer_only) = match *reason {
+                Unavailability::Clash { start, end } => (start, end, false),
+                Unavailability::Buffer {
+                    clashing_start,
+                    clashing_end,
+                } => {
+                    violations.push(pb::RuleViolation {
+                        reason: reason.reason().to_owned(),
+                        message: mapping::buffer_message(
+                            policy,
+                            hours.as_ref(),
+                            clashing_start,
+                            clashing_end,
+                        ),
+                    });
+                    (clashing_start, clashing_end, true)
+                }
+                _ => {
+                    violations.push(pb::RuleViolation {
+                        reason: reason.reason().to_owned(),
+                        message: reason.to_error(start, end).to_string(),
+                    });
+                    continue;
+                }
+            };
+            let (busy_start, busy_end) =
+                availability::coach_busy_range(policy, hours.as_ref(), call_start, call_end);
+            let call_id = coach_calls
+                .iter()
+                .find(|c| c.start == call_start && c.end == call_end)
+                .map(|c| reveal(c.call_id, &c.student_id, coach.as_str()))
+                .unwrap_or_default();
+            conflicts.push(pb::Conflict {
+                party: pb::ConflictParty::Coach.into(),
+                start: Some(mapping::timestamp(busy_start)),
+                end: Some(mapping::timestamp(busy_end)),
+                call_id,
+                call_start: Some(mapping::timestamp(call_start)),
+                call_end: Some(mapping::timestamp(call_end)),
+                buffer_only,
+            });
+        }
+
+        // The student's side: their calls with other coaches.
+        if let Some(student) = &student {
+            let clashes = repo::student_clashes(pool, student, &coach, start, end)
+                .await
+                .map_err(ApiError::from)?;
+            conflicts.extend(clashes.into_iter().map(|clash| pb::Conflict {
+                party: pb::ConflictParty::Student.into(),
+                start: Some(mapping::timestamp(clash.start)),
+                end: Some(mapping::timestamp(clash.end)),
+                call_id: reveal(clash.call_id, &clash.student_id, &clash.coach_id),
+                call_start: Some(mapping::timestamp(clash.start)),
+                call_end: Some(mapping::timestamp(clash.end)),
+                buffer_only: false,
+            }));
+        }
         Ok(Response::new(pb::CheckAvailabilityResponse {
             available: conflicts.is_empty() && violations.is_empty(),
             start: Some(mapping::timestamp(start)),

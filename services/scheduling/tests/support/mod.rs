@@ -24,6 +24,7 @@ pub type Authed = InterceptedService<Channel, Bearer>;
 pub type Scheduling = pb::scheduling_service_client::SchedulingServiceClient<Authed>;
 pub type Timers = pb::call_timer_service_client::CallTimerServiceClient<Authed>;
 pub type Directory = pb::directory_service_client::DirectoryServiceClient<Authed>;
+pub type Hours = pb::availability_service_client::AvailabilityServiceClient<Authed>;
 
 #[derive(Clone)]
 pub struct Bearer(Option<String>);
@@ -185,6 +186,39 @@ impl TestApp {
             self.channel(),
             self.bearer("admin-1", ActorRole::Admin),
         )
+    }
+
+    /// The availability API as `sub` with `role`.
+    pub fn hours(&self, sub: &str, role: ActorRole) -> Hours {
+        pb::availability_service_client::AvailabilityServiceClient::with_interceptor(
+            self.channel(),
+            self.bearer(sub, role),
+        )
+    }
+
+    /// The availability API with this bearer token, or none.
+    pub fn hours_with(&self, bearer: Option<String>) -> Hours {
+        pb::availability_service_client::AvailabilityServiceClient::with_interceptor(
+            self.channel(),
+            Bearer(bearer),
+        )
+    }
+
+    /// Publishes `availability` for `coach`, as the coach.
+    pub async fn publish_hours(
+        &self,
+        coach: &str,
+        availability: pb::Availability,
+    ) -> pb::SetCoachAvailabilityResponse {
+        self.hours(coach, ActorRole::Coach)
+            .set_coach_availability(pb::SetCoachAvailabilityRequest {
+                request_id: String::new(),
+                coach_id: coach.to_owned(),
+                availability: Some(availability),
+            })
+            .await
+            .expect("hours published")
+            .into_inner()
     }
 
     pub async fn add_participant(&self, id: &str, zone: &str) {

@@ -1,0 +1,378 @@
+//! The gRPC services: `NotificationService` for the person (their own
+//! notifications only: the token's `sub`), `DeliveryService` for operators.
+//! Handlers authenticate, validate and delegate to `store` and `live`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use skileez_auth::{Authenticator, Principal, Role};
+use skileez_proto::notifications as pb;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::live::{self, LiveHub};
+use crate::model::{Channel, DeliveryState};
+use crate::store::{self, DeliveryFilter};
+
+/// What every handler shares.
+pub struct Shared {
+    pub pool: PgPool,
+    pub auth: Authenticator,
+    pub hub: Arc<LiveHub>,
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+    pub watch_poll: Duration,
+    /// Wakes the delivery worker.
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl Shared {
+    fn principal<T>(&self, request: &Request<T>) -> Result<Principal, ApiError> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|value| {
+                value.to_str().map_err(|_| {
+                    ApiError::Unauthenticated(
+                        "the authorization metadata is not valid ASCII".to_owned(),
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(self.auth.authenticate(header)?)
+    }
+}
+
+/// Messages a watcher may have queued before the stream waits for its client.
+const WATCH_BUFFER: usize = 64;
+const MAX_NOTIFICATION_PAGE: i32 = 200;
+const DEFAULT_NOTIFICATION_PAGE: i32 = 50;
+const MAX_DELIVERY_PAGE: i32 = 500;
+const DEFAULT_DELIVERY_PAGE: i32 = 100;
+const MAX_MARK_READ_IDS: usize = 1000;
+
+pub struct NotificationApi {
+    ctx: Arc<Shared>,
+}
+
+impl NotificationApi {
+    pub fn new(ctx: Arc<Shared>) -> Self {
+        Self { ctx }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Notification, Status>> + Send>>;
+
+fn page_size(requested: i32, default: i32, max: i32, field: &str) -> Result<i64, ApiError> {
+    match requested {
+        0 => Ok(i64::from(default)),
+        n if (1..=max).contains(&n) => Ok(i64::from(n)),
+        _ => Err(ApiError::invalid(
+            field,
+            format!("must be between 1 and {max}"),
+        )),
+    }
+}
+
+/// Page tokens are `<letter><number>`: opaque to clients, checked here.
+fn parse_token(token: &str, prefix: char) -> Result<Option<i64>, ApiError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .strip_prefix(prefix)
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n > 0)
+        .map(Some)
+        .ok_or_else(|| ApiError::invalid("page_token", "not a token this service handed out"))
+}
+
+#[tonic::async_trait]
+impl pb::notification_service_server::NotificationService for NotificationApi {
+    #[tracing::instrument(
+        name = "skileez.notifications.v1.NotificationService/ListNotifications",
+        skip_all
+    )]
+    async fn list_notifications(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        let caller = self.ctx.principal(&request)?;
+        let request = request.into_inner();
+        let limit = page_size(
+            request.page_size,
+            DEFAULT_NOTIFICATION_PAGE,
+            MAX_NOTIFICATION_PAGE,
+            "page_size",
+        )?;
+        let before = parse_token(&request.page_token, 'n')?;
+        let rows = store::list_notifications(
+            &self.ctx.pool,
+            &caller.user_id,
+            request.unread_only,
+            before,
+            limit + 1,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        let more = rows.len() as i64 > limit;
+        let notifications: Vec<pb::Notification> = rows
+            .iter()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(store::NotificationRow::to_proto)
+            .collect();
+        let next_page_token = match notifications.last() {
+            Some(last) if more => format!("n{}", last.sequence),
+            _ => String::new(),
+        };
+        let unread = store::unread_count(&self.ctx.pool, &caller.user_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListNotificationsResponse {
+            notifications,
+            next_page_token,
+            unread_count: u64::try_from(unread).unwrap_or(0),
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "skileez.notifications.v1.NotificationService/MarkRead",
+        skip_all
+    )]
+    async fn mark_read(
+        &self,
+        request: Request<pb::MarkReadRequest>,
+    ) -> Result<Response<pb::MarkReadResponse>, Status> {
+        let caller = self.ctx.principal(&request)?;
+        let request = request.into_inner();
+        let ids = match (request.all, request.notification_ids.is_empty()) {
+            (true, true) => None,
+            (true, false) => {
+                return Err(ApiError::invalid(
+                    "notification_ids",
+                    "must be empty when `all` is set",
+                )
+                .into());
+            }
+            (false, true) => {
+                return Err(ApiError::invalid(
+                    "notification_ids",
+                    "name at least one notification, or set `all`",
+                )
+                .into());
+            }
+            (false, false) => {
+                if request.notification_ids.len() > MAX_MARK_READ_IDS {
+                    return Err(ApiError::invalid(
+                        "notification_ids",
+                        format!("at most {MAX_MARK_READ_IDS} at once"),
+                    )
+                    .into());
+                }
+                let ids = request
+                    .notification_ids
+                    .iter()
+                    .map(|id| Uuid::parse_str(id.trim()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| ApiError::invalid("notification_ids", "each must be a UUID"))?;
+                Some(ids)
+            }
+        };
+        let marked = store::mark_read(&self.ctx.pool, &caller.user_id, ids.as_deref())
+            .await
+            .map_err(ApiError::from)?;
+        let unread = store::unread_count(&self.ctx.pool, &caller.user_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::MarkReadResponse {
+            marked,
+            unread_count: u64::try_from(unread).unwrap_or(0),
+        }))
+    }
+
+    type WatchNotificationsStream = WatchStream;
+
+    #[tracing::instrument(
+        name = "skileez.notifications.v1.NotificationService/WatchNotifications",
+        skip_all
+    )]
+    async fn watch_notifications(
+        &self,
+        request: Request<pb::WatchNotificationsRequest>,
+    ) -> Result<Response<Self::WatchNotificationsStream>, Status> {
+        let caller = self.ctx.principal(&request)?;
+        let request = request.into_inner();
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        let ctx = &self.ctx;
+        ctx.tasks.spawn(live::watch(
+            ctx.pool.clone(),
+            ctx.hub.clone(),
+            caller.user_id,
+            request.after_sequence,
+            ctx.watch_poll,
+            sender,
+            ctx.shutdown.clone(),
+        ));
+        let stream = futures::StreamExt::map(ReceiverStream::new(receiver), |item| {
+            item.map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+pub struct DeliveryApi {
+    ctx: Arc<Shared>,
+}
+
+impl DeliveryApi {
+    pub fn new(ctx: Arc<Shared>) -> Self {
+        Self { ctx }
+    }
+
+    fn operator<T>(&self, request: &Request<T>, what: &str) -> Result<Principal, ApiError> {
+        let caller = self.ctx.principal(request)?;
+        if matches!(caller.role, Role::Admin | Role::Service) {
+            Ok(caller)
+        } else {
+            Err(ApiError::PermissionDenied(format!(
+                "{what} needs role admin or service; the token's role is {}",
+                caller.role.as_str()
+            )))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::delivery_service_server::DeliveryService for DeliveryApi {
+    #[tracing::instrument(
+        name = "skileez.notifications.v1.DeliveryService/ListDeliveries",
+        skip_all
+    )]
+    async fn list_deliveries(
+        &self,
+        request: Request<pb::ListDeliveriesRequest>,
+    ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        self.operator(&request, "ListDeliveries")?;
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        let mut states = Vec::new();
+        for state in &request.states {
+            match pb::DeliveryState::try_from(*state)
+                .ok()
+                .and_then(DeliveryState::from_proto)
+            {
+                Some(state) => states.push(state),
+                None => violations.push(("states", format!("{state} is not a delivery state"))),
+            }
+        }
+        let call_id = match request.call_id.trim() {
+            "" => None,
+            id => match Uuid::parse_str(id) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    violations.push(("call_id", "must be a UUID".to_owned()));
+                    None
+                }
+            },
+        };
+        let channel = match pb::Channel::try_from(request.channel) {
+            Ok(pb::Channel::Unspecified) => None,
+            Ok(pb::Channel::Email) => Some(Channel::Email),
+            Ok(pb::Channel::InApp) => Some(Channel::InApp),
+            Err(_) => {
+                violations.push(("channel", "unknown channel".to_owned()));
+                None
+            }
+        };
+        let limit = page_size(
+            request.page_size,
+            DEFAULT_DELIVERY_PAGE,
+            MAX_DELIVERY_PAGE,
+            "page_size",
+        );
+        let before = parse_token(&request.page_token, 'd');
+        let (limit, before) = match (limit, before) {
+            (Ok(limit), Ok(before)) if violations.is_empty() => (limit, before),
+            (limit, before) => {
+                let mut all: Vec<crate::error::Violation> = violations
+                    .into_iter()
+                    .map(|(field, description)| crate::error::Violation {
+                        field: field.to_owned(),
+                        description,
+                    })
+                    .collect();
+                for error in [limit.err(), before.err()].into_iter().flatten() {
+                    if let ApiError::InvalidArgument(more) = error {
+                        all.extend(more);
+                    }
+                }
+                return Err(ApiError::InvalidArgument(all).into());
+            }
+        };
+        let filter = DeliveryFilter {
+            states,
+            call_id,
+            recipient_id: Some(request.recipient_id.trim().to_owned()).filter(|r| !r.is_empty()),
+            channel,
+            before,
+            limit: limit + 1,
+        };
+        let rows = store::list_deliveries(&self.ctx.pool, &filter)
+            .await
+            .map_err(ApiError::from)?;
+        let more = rows.len() as i64 > limit;
+        let deliveries: Vec<pb::Delivery> = rows
+            .iter()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(store::DeliveryRow::to_proto)
+            .collect();
+        let next_page_token = match deliveries.last() {
+            Some(last) if more => format!("d{}", last.delivery_id),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            deliveries,
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "skileez.notifications.v1.DeliveryService/RetryDeadLetters",
+        skip_all
+    )]
+    async fn retry_dead_letters(
+        &self,
+        request: Request<pb::RetryDeadLettersRequest>,
+    ) -> Result<Response<pb::RetryDeadLettersResponse>, Status> {
+        let caller = self.operator(&request, "RetryDeadLetters")?;
+        let request = request.into_inner();
+        let ids: Option<Vec<i64>> = if request.delivery_ids.is_empty() {
+            None
+        } else {
+            Some(
+                request
+                    .delivery_ids
+                    .iter()
+                    .map(|id| i64::try_from(*id))
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| ApiError::invalid("delivery_ids", "out of range"))?,
+            )
+        };
+        let retried = store::retry_dead(&self.ctx.pool, ids.as_deref())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(retried, by = %caller.user_id, "dead letters queued again");
+        if retried > 0 {
+            self.ctx.wake.notify_one();
+        }
+        Ok(Response::new(pb::RetryDeadLettersResponse { retried }))
+    }
+}

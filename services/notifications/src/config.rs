@@ -1,0 +1,447 @@
+//! The service's configuration, read once from the environment and validated
+//! there: a bad value stops the start with a message naming the variable and
+//! the form it expects.
+//!
+//! | variable | default | |
+//! |---|---|---|
+//! | `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/skileez` | the shared database |
+//! | `SKILEEZ_DATABASE_MAX_CONNECTIONS` | 16 | |
+//! | `NATS_URL` | `nats://127.0.0.1:4222` | |
+//! | `SKILEEZ_STREAM_REPLICAS` | 1 | |
+//! | `SKILEEZ_NOTIFICATIONS_GRPC_ADDR` | `127.0.0.1:50052` | port 0 picks a free one |
+//! | `SKILEEZ_JWT_SECRET`, `…_FILE`, `SKILEEZ_JWT_PUBLIC_KEY_FILE`, `SKILEEZ_JWT_ISSUER`, `SKILEEZ_JWT_AUDIENCE` | | as scheduling (`skileez-auth`) |
+//! | `SKILEEZ_SMTP_URL` | `smtp://127.0.0.1:1025` | lettre's form: `smtps://host[:465]`, `smtp://host[:587]?tls=required` (STARTTLS), credentials as `user:password@`; plain `smtp://` only to a loopback host |
+//! | `SKILEEZ_SMTP_PASSWORD_FILE` | | the password, instead of the URL's |
+//! | `SKILEEZ_MAIL_FROM` | `Skileez <noreply@skileez.localhost>` | also the domain of Message-IDs and the invites' ORGANIZER |
+//! | `SKILEEZ_SMTP_POOL_SIZE` | 4 | SMTP connections kept per instance |
+//! | `SKILEEZ_SMTP_TIMEOUT` | 30s | per SMTP command |
+//! | `SKILEEZ_DELIVERY_CONCURRENCY` | 8 | e-mails in flight per instance |
+//! | `SKILEEZ_DELIVERY_MAX_ATTEMPTS` | 10 | then a dead letter |
+//! | `SKILEEZ_DELIVERY_BACKOFF` | `10s,30m` | first retry delay, then doubling up to the second |
+//! | `SKILEEZ_DELIVERY_POLL` | 1s | how often the queue is looked at without a wake-up |
+//! | `SKILEEZ_DELIVERY_LEASE` | 2m | how long a send may take before another instance retries it |
+//! | `SKILEEZ_NOTIFICATION_RETENTION` | 30days | read in-app notifications older than this are purged |
+//! | `SKILEEZ_NOTIFICATION_PURGE_AT` | 02:00 | the purge's time of day, UTC |
+//! | `SKILEEZ_WATCH_POLL` | 30s | a watcher's safety net against a lost live message |
+
+use std::{net::SocketAddr, time::Duration};
+
+use chrono::NaiveTime;
+use lettre::message::Mailbox;
+use secrecy::{ExposeSecret, SecretString};
+use skileez_auth::JwtConfig;
+
+pub use skileez_auth::ConfigError;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// May hold a password, hence secret.
+    pub database_url: SecretString,
+    pub database_max_connections: u32,
+    pub nats_url: String,
+    pub stream_replicas: usize,
+    pub grpc_addr: SocketAddr,
+    pub jwt: JwtConfig,
+    pub smtp: SmtpConfig,
+    pub delivery: DeliveryConfig,
+    pub retention: RetentionConfig,
+    pub watch_poll: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// lettre's connection URL, the password from the file put in.
+    pub url: SecretString,
+    pub from: Mailbox,
+    pub pool_size: u32,
+    pub timeout: Duration,
+}
+
+impl SmtpConfig {
+    /// Where Message-IDs live: the sender's domain.
+    pub fn message_id_domain(&self) -> &str {
+        self.from.email.domain()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub poll: Duration,
+    pub lease: Duration,
+}
+
+impl DeliveryConfig {
+    /// The wait after the `attempt`-th failed attempt (1-based): doubling
+    /// from `backoff_min`, at most `backoff_max`, less up to a fifth at
+    /// random so that a burst of failures does not come back as a burst.
+    pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(30);
+        let base = self
+            .backoff_min
+            .saturating_mul(1u32 << doublings)
+            .min(self.backoff_max);
+        base.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    pub read_age: Duration,
+    /// UTC.
+    pub purge_at: NaiveTime,
+}
+
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50052";
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/skileez";
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+pub const DEFAULT_SMTP_URL: &str = "smtp://127.0.0.1:1025";
+pub const DEFAULT_MAIL_FROM: &str = "Skileez <noreply@skileez.localhost>";
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests need not touch the
+    /// process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let (backoff_min, backoff_max) = env.duration_pair(
+            "SKILEEZ_DELIVERY_BACKOFF",
+            (Duration::from_secs(10), Duration::from_secs(30 * 60)),
+        )?;
+        let smtp = SmtpConfig {
+            url: smtp_url(
+                &env.string("SKILEEZ_SMTP_URL")
+                    .unwrap_or_else(|| DEFAULT_SMTP_URL.to_owned()),
+                env.string("SKILEEZ_SMTP_PASSWORD_FILE").as_deref(),
+            )?,
+            from: {
+                let value = env
+                    .string("SKILEEZ_MAIL_FROM")
+                    .unwrap_or_else(|| DEFAULT_MAIL_FROM.to_owned());
+                value.parse().map_err(|_| ConfigError::Invalid {
+                    var: "SKILEEZ_MAIL_FROM",
+                    value,
+                    expected: "a mailbox such as `Skileez <noreply@skileez.com>`",
+                })?
+            },
+            pool_size: env.positive("SKILEEZ_SMTP_POOL_SIZE", 4)?,
+            timeout: env.duration("SKILEEZ_SMTP_TIMEOUT", Duration::from_secs(30))?,
+        };
+        let delivery = DeliveryConfig {
+            concurrency: env.positive("SKILEEZ_DELIVERY_CONCURRENCY", 8)?,
+            max_attempts: env.positive("SKILEEZ_DELIVERY_MAX_ATTEMPTS", 10)?,
+            backoff_min,
+            backoff_max,
+            poll: env.duration("SKILEEZ_DELIVERY_POLL", Duration::from_secs(1))?,
+            lease: env.duration("SKILEEZ_DELIVERY_LEASE", Duration::from_secs(120))?,
+        };
+        // A send that is still running when its lease ends is taken by
+        // another instance: the lease must outlast a slow SMTP exchange.
+        if delivery.lease < smtp.timeout.saturating_mul(2) {
+            return Err(ConfigError::Invalid {
+                var: "SKILEEZ_DELIVERY_LEASE",
+                value: humantime::format_duration(delivery.lease).to_string(),
+                expected: "at least twice SKILEEZ_SMTP_TIMEOUT",
+            });
+        }
+        Ok(Config {
+            database_url: SecretString::from(
+                env.string("DATABASE_URL")
+                    .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            ),
+            database_max_connections: env.positive("SKILEEZ_DATABASE_MAX_CONNECTIONS", 16)?,
+            nats_url: env
+                .string("NATS_URL")
+                .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned()),
+            stream_replicas: env.positive("SKILEEZ_STREAM_REPLICAS", 1)?,
+            grpc_addr: env.parse(
+                "SKILEEZ_NOTIFICATIONS_GRPC_ADDR",
+                DEFAULT_GRPC_ADDR,
+                "a socket address such as 127.0.0.1:50052",
+            )?,
+            jwt: JwtConfig::from_lookup(&lookup)?,
+            smtp,
+            delivery,
+            retention: RetentionConfig {
+                read_age: env.duration(
+                    "SKILEEZ_NOTIFICATION_RETENTION",
+                    Duration::from_secs(30 * 86_400),
+                )?,
+                purge_at: env.time_of_day(
+                    "SKILEEZ_NOTIFICATION_PURGE_AT",
+                    NaiveTime::from_hms_opt(2, 0, 0).unwrap_or_default(),
+                )?,
+            },
+            watch_poll: env.duration("SKILEEZ_WATCH_POLL", Duration::from_secs(30))?,
+        })
+    }
+}
+
+/// Checks the SMTP URL (scheme, TLS, host) and puts in the password from
+/// `password_file`. Plain SMTP (no TLS, or opportunistic TLS that a network
+/// attacker can strip) is only for a server on this machine.
+pub fn smtp_url(value: &str, password_file: Option<&str>) -> Result<SecretString, ConfigError> {
+    const VAR: &str = "SKILEEZ_SMTP_URL";
+    const EXPECTED: &str = "smtps://[user:password@]host[:port], smtp://[user:password@]host[:port]?tls=required, or plain smtp:// to a loopback host";
+    let invalid = |expected: &'static str| ConfigError::Invalid {
+        var: VAR,
+        // The URL may hold a password: never echo it.
+        value: redact(value),
+        expected,
+    };
+    let mut url = url::Url::parse(value.trim()).map_err(|_| invalid(EXPECTED))?;
+    let tls = url
+        .query_pairs()
+        .find(|(key, _)| key == "tls")
+        .map(|(_, v)| v.into_owned());
+    let encrypted = match (url.scheme(), tls.as_deref()) {
+        ("smtps", _) => true,
+        ("smtp", Some("required")) => true,
+        ("smtp", None | Some("opportunistic")) => false,
+        _ => return Err(invalid(EXPECTED)),
+    };
+    // `smtp` is no special scheme to the URL standard, so the host comes
+    // back as text, IP addresses included.
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| invalid(EXPECTED))?;
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !encrypted && !loopback {
+        return Err(invalid(
+            "TLS to a remote SMTP server: smtps://host or smtp://host?tls=required (plain SMTP only to 127.0.0.1 or localhost)",
+        ));
+    }
+    if let Some(path) = password_file {
+        let password = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            var: "SKILEEZ_SMTP_PASSWORD_FILE",
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if url.username().is_empty() {
+            return Err(invalid(
+                "a user name in the URL (smtps://user@host) to go with SKILEEZ_SMTP_PASSWORD_FILE",
+            ));
+        }
+        url.set_password(Some(password.trim_end_matches(['\r', '\n'])))
+            .map_err(|()| invalid(EXPECTED))?;
+    }
+    Ok(SecretString::from(url.to_string()))
+}
+
+/// The URL without its password, for messages.
+pub fn redact(value: &str) -> String {
+    match url::Url::parse(value.trim()) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => "(unparsable)".to_owned(),
+    }
+}
+
+/// `SmtpConfig::url` without the password, for logs.
+pub fn redacted_smtp_url(config: &SmtpConfig) -> String {
+    redact(config.url.expose_secret())
+}
+
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn string(&self, var: &str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn duration(&self, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        let Some(value) = self.string(var) else {
+            return Ok(default);
+        };
+        humantime::parse_duration(value.trim()).map_err(|_| ConfigError::Invalid {
+            var,
+            value,
+            expected: "a duration such as 500ms, 90s, 5m or 30days",
+        })
+    }
+
+    fn duration_pair(
+        &self,
+        var: &'static str,
+        default: (Duration, Duration),
+    ) -> Result<(Duration, Duration), ConfigError> {
+        let Some(value) = self.string(var) else {
+            return Ok(default);
+        };
+        let parsed: Option<Vec<Duration>> = value
+            .split(',')
+            .map(|part| humantime::parse_duration(part.trim()).ok())
+            .collect();
+        match parsed.as_deref() {
+            Some(&[min, max]) if min > Duration::ZERO && min <= max => Ok((min, max)),
+            _ => Err(ConfigError::Invalid {
+                var,
+                value,
+                expected: "two durations, the first retry's delay and the longest, such as 10s,30m",
+            }),
+        }
+    }
+
+    fn positive<T: std::str::FromStr + PartialOrd + Default>(
+        &self,
+        var: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        let Some(value) = self.string(var) else {
+            return Ok(default);
+        };
+        match value.trim().parse::<T>() {
+            Ok(number) if number > T::default() => Ok(number),
+            _ => Err(ConfigError::Invalid {
+                var,
+                value,
+                expected: "a whole number of at least 1",
+            }),
+        }
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        var: &'static str,
+        default: &str,
+        expected: &'static str,
+    ) -> Result<T, ConfigError> {
+        let value = self.string(var).unwrap_or_else(|| default.to_owned());
+        value.trim().parse().map_err(|_| ConfigError::Invalid {
+            var,
+            value,
+            expected,
+        })
+    }
+
+    fn time_of_day(&self, var: &'static str, default: NaiveTime) -> Result<NaiveTime, ConfigError> {
+        let Some(value) = self.string(var) else {
+            return Ok(default);
+        };
+        NaiveTime::parse_from_str(value.trim(), "%H:%M:%S")
+            .or_else(|_| NaiveTime::parse_from_str(value.trim(), "%H:%M"))
+            .map_err(|_| ConfigError::Invalid {
+                var,
+                value,
+                expected: "a UTC time of day such as 02:00 or 02:00:30",
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        map.entry("SKILEEZ_JWT_SECRET".into())
+            .or_insert_with(|| SECRET.into());
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.grpc_addr.to_string(), DEFAULT_GRPC_ADDR);
+        assert_eq!(config.smtp.message_id_domain(), "skileez.localhost");
+        assert_eq!(
+            config.retention.purge_at,
+            NaiveTime::from_hms_opt(2, 0, 0).unwrap()
+        );
+        assert_eq!(config.delivery.max_attempts, 10);
+        assert_eq!(config.jwt.audience, "skileez-scheduling");
+    }
+
+    #[test]
+    fn plain_smtp_is_for_loopback_only() {
+        for ok in [
+            "smtp://127.0.0.1:1025",
+            "smtp://localhost:25",
+            "smtp://[::1]:25",
+            "smtps://mail.example.com",
+            "smtp://mail.example.com:587?tls=required",
+        ] {
+            assert!(smtp_url(ok, None).is_ok(), "{ok}");
+        }
+        for bad in [
+            "smtp://mail.example.com:25",
+            "smtp://mail.example.com:587?tls=opportunistic",
+            "http://mail.example.com",
+            "smtp://u:hunter2@mail.example.com",
+            "not a url",
+        ] {
+            let err = smtp_url(bad, None).unwrap_err();
+            assert!(err.to_string().contains("SKILEEZ_SMTP_URL"), "{err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_password_file_goes_into_the_url_and_not_into_messages() {
+        let dir = std::env::temp_dir().join(format!("skileez-smtp-{}", std::process::id()));
+        std::fs::write(&dir, "s3cr:et/pw\n").unwrap();
+        let url = smtp_url("smtps://mailer@mail.example.com", dir.to_str()).unwrap();
+        let _ = std::fs::remove_file(&dir);
+        let parsed = url::Url::parse(url.expose_secret()).unwrap();
+        assert_eq!(parsed.username(), "mailer");
+        assert_eq!(parsed.password(), Some("s3cr%3Aet%2Fpw"));
+        assert!(!redact(url.expose_secret()).contains("s3cr"));
+        let err = smtp_url("smtps://mail.example.com", Some("/nonexistent")).unwrap_err();
+        assert!(
+            err.to_string().contains("SKILEEZ_SMTP_PASSWORD_FILE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("SKILEEZ_MAIL_FROM", "nobody"),
+            ("SKILEEZ_DELIVERY_BACKOFF", "10s"),
+            ("SKILEEZ_DELIVERY_BACKOFF", "1m,10s"),
+            ("SKILEEZ_DELIVERY_MAX_ATTEMPTS", "0"),
+            ("SKILEEZ_NOTIFICATION_PURGE_AT", "2am"),
+            ("SKILEEZ_NOTIFICATION_RETENTION", "a while"),
+            ("SKILEEZ_DELIVERY_LEASE", "10s"),
+            ("SKILEEZ_NOTIFICATIONS_GRPC_ADDR", "localhost"),
+        ] {
+            let err = config(&[(var, value)]).unwrap_err();
+            assert!(err.to_string().contains(var), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_ceiling_with_some_jitter() {
+        let delivery = config(&[("SKILEEZ_DELIVERY_BACKOFF", "1s,10s")])
+            .unwrap()
+            .delivery;
+        assert_eq!(delivery.backoff(1, 0.0), Duration::from_secs(1));
+        assert_eq!(delivery.backoff(2, 0.0), Duration::from_secs(2));
+        assert_eq!(delivery.backoff(4, 0.0), Duration::from_secs(8));
+        assert_eq!(delivery.backoff(5, 0.0), Duration::from_secs(10));
+        assert_eq!(delivery.backoff(60, 0.0), Duration::from_secs(10));
+        assert_eq!(delivery.backoff(1, 1.0), Duration::from_millis(800));
+    }
+}

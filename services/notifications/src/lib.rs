@@ -1,0 +1,408 @@
+//! The notifications service: turns call events into what people are told.
+//!
+//! ```text
+//! CALL_EVENTS ──▶ consumer ──one tx──▶ notifications, notification_deliveries (pending e-mails)
+//!                    │                        │
+//!                    └─ after commit ─▶ core NATS skileez.notify.v1.user.<id> ──▶ live hub ──▶ WatchNotifications
+//!                                             │
+//!                      delivery worker ◀──────┘ lease (SKIP LOCKED) ─▶ SMTP ─▶ outcome recorded
+//! ```
+//!
+//! - [`consumer`] decides, per call event, the notifications of SPEC §4 for
+//!   both participants ([`model`] says which moment, channel and invite, and
+//!   when a reminder is stale), renders them in each recipient's zone
+//!   ([`render`], [`invite`], [`mail`]) and records them in one transaction
+//!   with the inbox entry, so redeliveries, restarts and several instances
+//!   make one of each.
+//! - [`worker`] sends the e-mails over SMTP ([`smtp`]) outside any
+//!   transaction, with back-off, dead letters and the staleness check again.
+//! - [`live`] streams in-app notifications per user without gaps; [`api`]
+//!   serves `NotificationService` and `DeliveryService`.
+//! - [`retention`] purges read notifications daily, once across instances.
+//!
+//! [`Application::build`] connects and binds (port 0 picks a free port,
+//! reported by `local_addr`); [`Application::run`] serves until the shutdown
+//! token is cancelled and returns once every task it started has drained.
+//!
+//! **Architecture invariant:** reads the directory (`participants`) and the
+//! call events, writes only its own tables; never holds a database
+//! transaction across SMTP or NATS.
+//!
+//! Metrics: `skileez_notification_deliveries_total{channel,kind,outcome}`,
+//! `skileez_smtp_send_seconds` (histogram), `skileez_notifications_purged_total`,
+//! `skileez_consumer_pending{consumer="notifications"}`.
+
+pub mod api;
+pub mod cards;
+pub mod config;
+pub mod consumer;
+pub mod convert;
+pub mod error;
+pub mod invite;
+pub mod live;
+pub mod mail;
+pub mod model;
+pub mod render;
+pub mod retention;
+pub mod smtp;
+pub mod store;
+pub mod worker;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use secrecy::ExposeSecret;
+use skileez_auth::Authenticator;
+use skileez_proto::notifications as pb;
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic_health::ServingStatus;
+
+use crate::cards::Cards;
+pub use crate::config::Config;
+use crate::consumer::{CONSUMER, EventHandler};
+use crate::live::LiveHub;
+use crate::render::Renderer;
+use crate::smtp::Mailer;
+use crate::worker::DeliveryWorker;
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("cannot bind the gRPC address {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Templates(#[from] render::RenderError),
+    #[error("cannot build server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("the gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Connects to PostgreSQL with the configured pool size.
+pub async fn connect(config: &Config) -> Result<PgPool, StartError> {
+    PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(config.database_url.expose_secret())
+        .await
+        .map_err(StartError::Database)
+}
+
+/// A bound, not yet serving, notifications service.
+pub struct Application {
+    config: Config,
+    pool: PgPool,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    auth: Authenticator,
+    mailer: Mailer,
+    renderer: Arc<Renderer>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let pool = connect(&config).await?;
+        Self::build_with_pool(config, pool).await
+    }
+
+    /// Builds on an existing pool (tests and `skileez dev` share one).
+    /// Everything that can be checked without the network is checked here:
+    /// the JWT key, the SMTP URL, the templates.
+    pub async fn build_with_pool(config: Config, pool: PgPool) -> Result<Self, StartError> {
+        let auth = Authenticator::new(&config.jwt)?;
+        let mailer = Mailer::new(&config.smtp)?;
+        let renderer = Arc::new(Renderer::new()?);
+        let listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.grpc_addr,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.grpc_addr,
+            source,
+        })?;
+        Ok(Self {
+            config,
+            pool,
+            listener,
+            local_addr,
+            auth,
+            mailer,
+            renderer,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains: the consumer's
+    /// handlers finish, the sends in flight are recorded, the watch streams
+    /// end.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        let Application {
+            config,
+            pool,
+            listener,
+            local_addr,
+            auth,
+            mailer,
+            renderer,
+        } = self;
+        let tasks = TaskTracker::new();
+        let wake = Arc::new(Notify::new());
+        let hub = LiveHub::new();
+        let cards = Cards::default();
+
+        tasks.spawn(run_bus_tasks(
+            BusTasks {
+                config: config.clone(),
+                pool: pool.clone(),
+                renderer,
+                hub: hub.clone(),
+                cards: cards.clone(),
+                wake: wake.clone(),
+            },
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+        let worker = Arc::new(DeliveryWorker {
+            pool: pool.clone(),
+            mailer,
+            config: config.delivery.clone(),
+            cards,
+            wake: wake.clone(),
+        });
+        tasks.spawn(worker.run(shutdown.clone()));
+        tasks.spawn(retention::run(
+            pool.clone(),
+            config.retention.clone(),
+            shutdown.clone(),
+        ));
+
+        let ctx = Arc::new(api::Shared {
+            pool: pool.clone(),
+            auth,
+            hub,
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+            watch_poll: config.watch_poll,
+            wake,
+        });
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        tasks.spawn(report_health(
+            pool.clone(),
+            health_reporter,
+            shutdown.clone(),
+        ));
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(skileez_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(skileez_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        tracing::info!(addr = %local_addr, smtp = %config::redacted_smtp_url(&config.smtp), "notifications service listening");
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(
+                pb::notification_service_server::NotificationServiceServer::new(
+                    api::NotificationApi::new(ctx.clone()),
+                ),
+            )
+            .add_service(pb::delivery_service_server::DeliveryServiceServer::new(
+                api::DeliveryApi::new(ctx.clone()),
+            ))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                shutdown.clone().cancelled_owned(),
+            )
+            .await;
+        // However serving ended, stop our own tasks and wait for them.
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+        result?;
+        Ok(())
+    }
+}
+
+/// Builds and runs the service: the entry point of `main` and `skileez dev`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    Application::build(config).await?.run(shutdown).await
+}
+
+struct BusTasks {
+    config: Config,
+    pool: PgPool,
+    renderer: Arc<Renderer>,
+    hub: Arc<LiveHub>,
+    cards: Cards,
+    wake: Arc<Notify>,
+}
+
+/// Connects to NATS (retrying with back-off until it answers: the API and
+/// the e-mails already queued do not need it), then runs the consumer, the
+/// live hub and the lag gauge.
+async fn run_bus_tasks(parts: BusTasks, tasks: TaskTracker, shutdown: CancellationToken) {
+    let BusTasks {
+        config,
+        pool,
+        renderer,
+        hub,
+        cards,
+        wake,
+    } = parts;
+    let bus_config = skileez_bus::BusConfig {
+        url: config.nats_url.clone(),
+        stream_replicas: config.stream_replicas,
+        ..skileez_bus::BusConfig::default()
+    };
+    let mut backoff = Duration::from_millis(200);
+    let bus = loop {
+        let connected =
+            match skileez_bus::Bus::connect_named(&bus_config, "skileez-notifications").await {
+                Ok(bus) => bus.ensure_topology().await.map(|()| bus),
+                Err(error) => Err(error),
+            };
+        match connected {
+            Ok(bus) => break bus,
+            Err(error) => {
+                tracing::warn!(%error, "NATS unavailable; no new notifications until it answers; retrying in {backoff:?}");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    cards.connect(bus.clone());
+    tasks.spawn(hub.run(
+        bus.client().clone(),
+        bus.names().subject_root.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(report_consumer_pending(bus.clone(), shutdown.clone()));
+    let handler = Arc::new(EventHandler {
+        pool,
+        bus: bus.clone(),
+        renderer,
+        from: config.smtp.from.clone(),
+        message_id_domain: config.smtp.message_id_domain().to_owned(),
+        cards,
+        wake,
+    });
+    let consumer = consumer_config(&bus);
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match skileez_bus::run_consumer(
+            bus.clone(),
+            consumer.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        )
+        .await
+        {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, "call-event consumer interrupted; retrying in {backoff:?}");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Every call event; a message whose handler keeps failing (the database
+/// is down) is retried for about half an hour before it is dead-lettered.
+pub fn consumer_config(bus: &skileez_bus::Bus) -> skileez_bus::ConsumerConfig {
+    let mut consumer = skileez_bus::ConsumerConfig::new(
+        CONSUMER,
+        &bus.names().call_stream,
+        vec![bus.names().call_subjects()],
+    );
+    consumer.max_deliver = 60;
+    consumer.backoff = [1, 2, 5, 10, 30]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect();
+    consumer.lanes = 8;
+    consumer
+}
+
+/// Messages the durable consumer has not been handed yet, as a gauge.
+async fn report_consumer_pending(bus: skileez_bus::Bus, shutdown: CancellationToken) {
+    loop {
+        match skileez_bus::consumer_pending(&bus, &bus.names().call_stream, CONSUMER).await {
+            Ok(pending) => metrics::gauge!("skileez_consumer_pending", "consumer" => CONSUMER)
+                .set(pending as f64),
+            Err(error) => tracing::debug!(%error, "cannot read the consumer's pending count"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(15)) => {}
+        }
+    }
+}
+
+/// Health names reported: the whole server ("") and each API.
+const HEALTH_NAMES: &[&str] = &[
+    "",
+    "skileez.notifications.v1.NotificationService",
+    "skileez.notifications.v1.DeliveryService",
+];
+
+/// Serving only while PostgreSQL answers: without it no request can succeed.
+async fn report_health(
+    pool: PgPool,
+    reporter: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) {
+    let mut last = None;
+    loop {
+        let ok = tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query("SELECT 1").execute(&pool),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        let status = if ok {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(status) {
+            if !ok {
+                tracing::warn!("PostgreSQL does not answer: reporting NOT_SERVING");
+            }
+            for name in HEALTH_NAMES {
+                reporter.set_service_status(*name, status).await;
+            }
+            last = Some(status);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(if ok { 5 } else { 1 })) => {}
+        }
+    }
+}
