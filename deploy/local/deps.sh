@@ -45,6 +45,10 @@
 # deps.sh's own servers run in the background with JetStream, storing and
 # logging under $XDG_DATA_HOME/skileez/nats/<port>; deploy/local/stop.sh
 # stops them.
+#
+# Installed, never started: aiosmtpd (pinned, in the venv
+# $XDG_DATA_HOME/skileez/smtp-venv) for the tests' SMTP servers and run.sh's
+# mail catcher; Debian's chromium for the notifications browser test.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -368,6 +372,28 @@ ensure_smtp_server() {
   log "installed aiosmtpd $AIOSMTPD_VERSION: $SMTP_PYTHON"
 }
 
+# Debian's chromium, for the notifications browser test
+# (services/notifications/tests/browser.rs runs it headless from
+# /usr/bin/chromium, or SKILEEZ_CHROMIUM). Only installed, never started.
+# Without root it is not installable here: a warning, since the services
+# themselves do not need it.
+CHROMIUM_BIN="${SKILEEZ_CHROMIUM:-/usr/bin/chromium}"
+ensure_chromium() {
+  if [ -x "$CHROMIUM_BIN" ]; then
+    log "chromium is installed: $CHROMIUM_BIN"
+    return
+  fi
+  if have apt-get && is_root; then
+    apt_install chromium
+    [ -x "$CHROMIUM_BIN" ] ||
+      die "apt-get installed chromium, but $CHROMIUM_BIN is missing" "Set SKILEEZ_CHROMIUM to where it is."
+    log "installed $("$CHROMIUM_BIN" --version 2>/dev/null || echo chromium): $CHROMIUM_BIN"
+  else
+    warn "chromium is not installed ($CHROMIUM_BIN): the notifications browser test will fail" \
+      "Debian: sudo apt-get install chromium (or run this script as root)."
+  fi
+}
+
 # probe_nats PORT: what answers on 127.0.0.1:PORT. Returns 0 when a NATS server
 # does (PROBE_VERSION: its version; PROBE_JS: 1 with JetStream, else empty),
 # 1 when nothing listens, 2 when something that is not NATS does.
@@ -630,6 +656,7 @@ fi
 ensure_postgres
 ensure_nats
 ensure_smtp_server
+ensure_chromium
 
 pg_version="$(pg_psql -d postgres -Atc 'show server_version' 2>/dev/null || true)"
 printf 'DATABASE_URL=%s\n' "$DATABASE_URL"
@@ -644,4 +671,6 @@ else
   log "  NATS at $NATS_USE_URL ($NATS_USE_NOTE)"
 fi
 log "  nats-server $(bin_version "$NATS_BIN") for the tests' own servers: $NATS_BIN"
+log "  aiosmtpd for the tests' SMTP servers and run.sh's mail catcher: $SMTP_PYTHON"
+log "  chromium for the browser test: $CHROMIUM_BIN"
 log "To export these (and CARGO_TARGET_DIR, SKILEEZ_JWT_SECRET_FILE, SKILEEZ_TEST_DATABASE_URL): $(port_env)source deploy/local/env.sh"

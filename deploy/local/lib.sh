@@ -94,3 +94,20 @@ our_nats_pid() {
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "nats-server.* -p $1 " || return 1
   echo "$pid"
 }
+
+# The development mail catcher (run.sh starts it, stop.sh stops it): an SMTP
+# server on 127.0.0.1:$SMTP_CATCHER_PORT that writes every mail to
+# $SMTP_MAIL_DIR as <n>.eml, its pid and log in $STATE/smtp.
+SMTP_CATCHER_PORT="${SKILEEZ_SMTP_CATCHER_PORT:-1025}"
+SMTP_MAIL_DIR="$STATE/mail"
+smtp_catcher_dir() { printf '%s\n' "$STATE/smtp"; }
+
+# smtp_catcher_pid: prints the pid of the mail catcher run.sh started, if it
+# is alive (its pid file names a smtp_server.py run with --detached).
+smtp_catcher_pid() {
+  local pid
+  pid="$(cat "$(smtp_catcher_dir)/smtp.pid" 2>/dev/null)" || return 1
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "smtp_server.py .*--detached" || return 1
+  echo "$pid"
+}

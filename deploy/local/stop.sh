@@ -3,13 +3,13 @@
 # Stops the servers deploy/local/deps.sh started itself for the current
 # PGPORT / NATS_PORT: its nats-server (pid file), without NATS_PORT also its
 # fallback nats-server (NATS_FALLBACK_PORT, 4223), and its private PostgreSQL
-# cluster. Never touches a Debian cluster (e.g. 15/main), Debian's
-# nats-server, or any server it did not start. The NATS URL deps.sh recorded
-# (nats.url) stays; the next deps.sh run decides afresh and starts its own
-# again where needed.
+# cluster; and the mail catcher run.sh started (pid file). Never touches a
+# Debian cluster (e.g. 15/main), Debian's nats-server, or any server it did
+# not start. The NATS URL deps.sh recorded (nats.url) stays; the next deps.sh
+# run decides afresh and starts its own again where needed.
 #
 #   bash deploy/local/stop.sh            # stop them, keep their data
-#   bash deploy/local/stop.sh --purge    # stop them and delete their data and logs
+#   bash deploy/local/stop.sh --purge    # stop them and delete their data, logs and caught mail
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -53,6 +53,18 @@ stop_our_nats() {
 stop_our_nats "$NATS_CLIENT_PORT"
 if [ -z "${NATS_PORT:-}" ] && [ "$NATS_FALLBACK_CLIENT_PORT" != "$NATS_CLIENT_PORT" ]; then
   stop_our_nats "$NATS_FALLBACK_CLIENT_PORT"
+fi
+
+# The mail catcher run.sh started (the mails it caught stay, unless --purge).
+if pid="$(smtp_catcher_pid)"; then
+  log "stopping the mail catcher pid $pid (127.0.0.1:$SMTP_CATCHER_PORT)"
+  kill -TERM "$pid" 2>/dev/null || true
+else
+  log "no mail catcher started by run.sh is running"
+fi
+if [ "$purge" = 1 ] && [ -d "$SMTP_MAIL_DIR" ]; then
+  log "deleting $SMTP_MAIL_DIR"
+  rm -rf "$SMTP_MAIL_DIR"
 fi
 
 # Private PostgreSQL cluster

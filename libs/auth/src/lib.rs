@@ -20,11 +20,17 @@
 //! **Crate invariant:** no transport. It knows tokens, not gRPC or HTTP, so
 //! that every edge (gRPC, gRPC-Web, WebSocket) shares it.
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+pub use skileez_config::ConfigError;
+use skileez_config::Env;
+use skileez_domain::ActorRole;
 
 pub const DEFAULT_JWT_ISSUER: &str = "skileez";
 pub const DEFAULT_JWT_AUDIENCE: &str = "skileez-scheduling";
@@ -48,40 +54,18 @@ pub enum JwtKey {
     PublicKeyPem { pem: String, path: PathBuf },
 }
 
-/// A configuration value that stops the start; names its variable.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("{var} is not set: {hint}")]
-    Missing {
-        var: &'static str,
-        hint: &'static str,
-    },
-    #[error("{var}={value:?} is not valid: expected {expected}")]
-    Invalid {
-        var: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-    #[error("cannot read {var} file {path}: {reason}")]
-    File {
-        var: &'static str,
-        path: String,
-        reason: String,
-    },
-}
-
 impl JwtConfig {
     /// Reads the JWT settings through `lookup` (the process environment in
     /// `main`, a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
-        let key = if let Some(secret) = get("SKILEEZ_JWT_SECRET") {
-            validate_secret("SKILEEZ_JWT_SECRET", secret)?
-        } else if let Some(path) = get("SKILEEZ_JWT_SECRET_FILE") {
-            let secret = read_file("SKILEEZ_JWT_SECRET_FILE", &path)?;
-            validate_secret("SKILEEZ_JWT_SECRET_FILE", secret.trim().to_owned())?
-        } else if let Some(path) = get("SKILEEZ_JWT_PUBLIC_KEY_FILE") {
-            let pem = read_file("SKILEEZ_JWT_PUBLIC_KEY_FILE", &path)?;
+        Self::from_env(&Env::new(&lookup))
+    }
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let key = if let Some(secret) = hs256_secret(env)? {
+            JwtKey::Secret(secret)
+        } else if let Some(path) = env.string("SKILEEZ_JWT_PUBLIC_KEY_FILE") {
+            let pem = skileez_config::read_file("SKILEEZ_JWT_PUBLIC_KEY_FILE", &path)?;
             JwtKey::PublicKeyPem {
                 pem,
                 path: PathBuf::from(path),
@@ -94,32 +78,29 @@ impl JwtConfig {
         };
         Ok(JwtConfig {
             key,
-            issuer: get("SKILEEZ_JWT_ISSUER").unwrap_or_else(|| DEFAULT_JWT_ISSUER.to_owned()),
-            audience: get("SKILEEZ_JWT_AUDIENCE")
-                .unwrap_or_else(|| DEFAULT_JWT_AUDIENCE.to_owned()),
+            issuer: env.string_or("SKILEEZ_JWT_ISSUER", DEFAULT_JWT_ISSUER),
+            audience: env.string_or("SKILEEZ_JWT_AUDIENCE", DEFAULT_JWT_AUDIENCE),
         })
     }
 }
 
-fn validate_secret(var: &'static str, secret: String) -> Result<JwtKey, ConfigError> {
+/// The HS256 secret from `SKILEEZ_JWT_SECRET` or the file named by
+/// `SKILEEZ_JWT_SECRET_FILE`, if either is set; refused when shorter than
+/// 32 bytes. Services that mint tokens (timers, the CLI) read it here too.
+pub fn hs256_secret(env: &Env) -> Result<Option<SecretString>, ConfigError> {
+    let Some((var, secret)) = env.secret("SKILEEZ_JWT_SECRET", "SKILEEZ_JWT_SECRET_FILE")? else {
+        return Ok(None);
+    };
     // HS256 with a short key is brute-forceable; RFC 7518 §3.2 asks for at
     // least the hash size (32 bytes).
-    if secret.len() < 32 {
+    if secret.expose_secret().len() < 32 {
         return Err(ConfigError::Invalid {
             var,
-            value: "***".to_owned(),
+            value: skileez_config::REDACTED.to_owned(),
             expected: "an HS256 secret of at least 32 bytes",
         });
     }
-    Ok(JwtKey::Secret(SecretString::from(secret)))
-}
-
-fn read_file(var: &'static str, path: &str) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-        var,
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
+    Ok(Some(secret))
 }
 
 /// What a caller may be.
@@ -153,6 +134,28 @@ impl Role {
     }
 }
 
+impl From<ActorRole> for Role {
+    fn from(role: ActorRole) -> Role {
+        match role {
+            ActorRole::Student => Role::Student,
+            ActorRole::Coach => Role::Coach,
+            ActorRole::Admin => Role::Admin,
+            ActorRole::Service => Role::Service,
+        }
+    }
+}
+
+impl From<Role> for ActorRole {
+    fn from(role: Role) -> ActorRole {
+        match role {
+            Role::Student => ActorRole::Student,
+            Role::Coach => ActorRole::Coach,
+            Role::Admin => ActorRole::Admin,
+            Role::Service => ActorRole::Service,
+        }
+    }
+}
+
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -171,10 +174,15 @@ impl Principal {
 #[error("{0}")]
 pub struct Unauthenticated(pub String);
 
-#[derive(Deserialize)]
-struct Claims {
-    sub: String,
-    role: String,
+/// The claims we issue and accept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub role: String,
+    pub exp: u64,
+    pub iat: u64,
+    pub iss: String,
+    pub aud: String,
 }
 
 /// Verifies bearer tokens. Cheap to clone.
@@ -251,6 +259,65 @@ impl Authenticator {
             user_id: data.claims.sub,
             role,
         })
+    }
+}
+
+/// Mints HS256 tokens: development tokens (`skileez token`), the timer
+/// service's own, and tests.
+pub struct TokenIssuer {
+    key: EncodingKey,
+    issuer: String,
+    audience: String,
+}
+
+impl TokenIssuer {
+    pub fn new(secret: &str, issuer: &str, audience: &str) -> Self {
+        Self {
+            key: EncodingKey::from_secret(secret.as_bytes()),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        }
+    }
+
+    /// `None` when tokens are verified with a public key: we cannot mint those.
+    pub fn from_config(config: &JwtConfig) -> Option<Self> {
+        match &config.key {
+            JwtKey::Secret(secret) => Some(Self::new(
+                secret.expose_secret(),
+                &config.issuer,
+                &config.audience,
+            )),
+            JwtKey::PublicKeyPem { .. } => None,
+        }
+    }
+
+    pub fn mint(&self, sub: &str, role: impl Into<Role>, ttl: std::time::Duration) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        self.mint_claims(&Claims {
+            sub: sub.to_owned(),
+            role: role.into().as_str().to_owned(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        })
+    }
+
+    pub fn mint_claims(&self, claims: &Claims) -> String {
+        // Encoding HS256 claims cannot fail: the key and claims are always
+        // serialisable.
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.key).unwrap_or_default()
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
     }
 }
 

@@ -26,7 +26,7 @@ use crate::store::{self, DeliveryFilter};
 pub struct Shared {
     pub pool: PgPool,
     pub auth: Authenticator,
-    pub hub: Arc<LiveHub>,
+    pub hub: Arc<LiveHub<pb::Notification>>,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
     pub watch_poll: Duration,

@@ -23,6 +23,14 @@
 //! | `SKILEEZ_NOTIFICATION_RETENTION` | 30days | read in-app notifications older than this are purged |
 //! | `SKILEEZ_NOTIFICATION_PURGE_AT` | 02:00 | the purge's time of day, UTC |
 //! | `SKILEEZ_WATCH_POLL` | 30s | a watcher's safety net against a lost live message |
+//! | `SKILEEZ_LIVE_FEED_RETENTION` | 30days | live feed items older than this are purged (with the notifications) |
+//! | `SKILEEZ_CORS_ORIGINS` | none | browser origins allowed to call the gRPC port (gRPC-Web); none: no CORS headers |
+//! | `SKILEEZ_WS_ADDR` | unset: off | the WebSocket for browsers (`/v1/live`); port 0 picks a free one |
+//! | `SKILEEZ_WS_PING_INTERVAL` | 20s | a ping per socket; no answer by the next one drops the client |
+//! | `SKILEEZ_WS_SEND_TIMEOUT` | 10s | a client that does not take a message within this is too slow: dropped |
+//! | `SKILEEZ_WS_QUEUE` | 256 | items queued per socket before its watch waits (and later catches up from the store) |
+//! | `SKILEEZ_WS_AUTH_TIMEOUT` | 10s | how long a socket without a token in its handshake may take to send one |
+//! | `SKILEEZ_WS_MAX_CONNECTIONS` | 10000 | sockets per instance |
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -46,6 +54,54 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub retention: RetentionConfig,
     pub watch_poll: Duration,
+    /// The WebSocket for browsers; `None`: off.
+    pub ws: Option<WsConfig>,
+    /// Origins whose pages may call the gRPC port (gRPC-Web); empty: none.
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsConfig {
+    pub addr: SocketAddr,
+    pub ping_interval: Duration,
+    pub send_timeout: Duration,
+    pub queue: usize,
+    pub auth_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl WsConfig {
+    /// `None` when `SKILEEZ_WS_ADDR` is unset.
+    pub fn from_lookup(
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let env = skileez_config::Env::new(lookup);
+        let Some(addr) = env.parse_opt(
+            "SKILEEZ_WS_ADDR",
+            "a socket address such as 127.0.0.1:50053",
+        )?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(WsConfig {
+            addr,
+            ping_interval: env.duration("SKILEEZ_WS_PING_INTERVAL", Duration::from_secs(20))?,
+            send_timeout: env.duration("SKILEEZ_WS_SEND_TIMEOUT", Duration::from_secs(10))?,
+            queue: env.positive("SKILEEZ_WS_QUEUE", 256)?,
+            auth_timeout: env.duration("SKILEEZ_WS_AUTH_TIMEOUT", Duration::from_secs(10))?,
+            max_connections: env.positive("SKILEEZ_WS_MAX_CONNECTIONS", 10_000)?,
+        }))
+    }
+}
+
+/// `SKILEEZ_CORS_ORIGINS` (see `skileez-web`).
+pub fn cors_origins(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, ConfigError> {
+    let value = lookup(skileez_web::CORS_ORIGINS_VAR).unwrap_or_default();
+    skileez_web::parse_origins(&value).map_err(|_| ConfigError::Invalid {
+        var: skileez_web::CORS_ORIGINS_VAR,
+        value,
+        expected: skileez_web::ORIGINS_EXPECTED,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +147,8 @@ impl DeliveryConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionConfig {
     pub read_age: Duration,
+    /// Live feed items older than this are purged.
+    pub feed_age: Duration,
     /// UTC.
     pub purge_at: NaiveTime,
 }
@@ -173,12 +231,18 @@ impl Config {
                     "SKILEEZ_NOTIFICATION_RETENTION",
                     Duration::from_secs(30 * 86_400),
                 )?,
+                feed_age: env.duration(
+                    "SKILEEZ_LIVE_FEED_RETENTION",
+                    Duration::from_secs(30 * 86_400),
+                )?,
                 purge_at: env.time_of_day(
                     "SKILEEZ_NOTIFICATION_PURGE_AT",
                     NaiveTime::from_hms_opt(2, 0, 0).unwrap_or_default(),
                 )?,
             },
             watch_poll: env.duration("SKILEEZ_WATCH_POLL", Duration::from_secs(30))?,
+            ws: WsConfig::from_lookup(&lookup)?,
+            cors_origins: cors_origins(&lookup)?,
         })
     }
 }
@@ -372,6 +436,30 @@ mod tests {
         );
         assert_eq!(config.delivery.max_attempts, 10);
         assert_eq!(config.jwt.audience, "skileez-scheduling");
+        assert_eq!(config.ws, None, "the WebSocket is off unless asked for");
+        assert!(config.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn the_websocket_is_configured_by_its_address() {
+        let config = config(&[
+            ("SKILEEZ_WS_ADDR", "127.0.0.1:0"),
+            ("SKILEEZ_WS_PING_INTERVAL", "500ms"),
+            (
+                "SKILEEZ_CORS_ORIGINS",
+                "https://app.test, http://localhost:5173",
+            ),
+        ])
+        .unwrap();
+        let ws = config.ws.unwrap();
+        assert_eq!(ws.addr.to_string(), "127.0.0.1:0");
+        assert_eq!(ws.ping_interval, Duration::from_millis(500));
+        assert_eq!(ws.send_timeout, Duration::from_secs(10));
+        assert_eq!(ws.queue, 256);
+        assert_eq!(
+            config.cors_origins,
+            ["https://app.test", "http://localhost:5173"]
+        );
     }
 
     #[test]
@@ -426,6 +514,9 @@ mod tests {
             ("SKILEEZ_NOTIFICATION_RETENTION", "a while"),
             ("SKILEEZ_DELIVERY_LEASE", "10s"),
             ("SKILEEZ_NOTIFICATIONS_GRPC_ADDR", "localhost"),
+            ("SKILEEZ_WS_ADDR", "localhost"),
+            ("SKILEEZ_CORS_ORIGINS", "https://app.test/path"),
+            ("SKILEEZ_LIVE_FEED_RETENTION", "soon"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert!(err.to_string().contains(var), "{var}: {err}");

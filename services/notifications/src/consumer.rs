@@ -1,5 +1,6 @@
 //! The call-event consumer: from each event, the notifications of SPEC §4
-//! for both participants, recorded in one transaction.
+//! and the live feed items (`feed`) for both participants, recorded in one
+//! transaction.
 //!
 //! For every event, in the transaction:
 //!
@@ -7,17 +8,19 @@
 //!    (the events of one call are applied in version order across
 //!    instances; one that arrives ahead of its predecessor is retried);
 //! 2. the call's newest card into `notification_calls`;
-//! 3. for the moment the event stands for, per recipient (in user-id order,
-//!    so two transactions never take the per-user counters crosswise): the
-//!    in-app notification with its delivery row (`sent`, or `stale`), and
-//!    the e-mail rendered into a `pending` delivery row (or `skipped` /
-//!    `stale` with the reason). The unique (call, kind, recipient, channel)
-//!    key is the last guard against duplicates.
+//! 3. per recipient (in user-id order, so two transactions never take the
+//!    per-user counters crosswise): the call's feed item (a new call, a
+//!    change, a ready-to-join alert), then, for the moment the event stands
+//!    for, the in-app notification with its feed item and its delivery row
+//!    (`sent`, or `stale`), and the e-mail rendered into a `pending`
+//!    delivery row (or `skipped` / `stale` with the reason). The unique
+//!    (call, kind, recipient, channel) key is the last guard against
+//!    duplicate notifications; the inbox claim guards the feed.
 //!
-//! After the commit, the new in-app notifications are published on core
-//! NATS for the live watchers and the delivery worker is woken. The e-mail
-//! goes out from the worker, never from here: no transaction is held across
-//! SMTP.
+//! After the commit, the new in-app notifications and feed items are
+//! published on core NATS for the live watchers and the delivery worker is
+//! woken. The e-mail goes out from the worker, never from here: no
+//! transaction is held across SMTP.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use uuid::Uuid;
 
 use crate::cards::Cards;
 use crate::convert::to_utc;
+use crate::feed::{self, FeedItem, FeedKind};
 use crate::invite::{Invite, Party};
 use crate::live;
 use crate::mail::{self, Email};
@@ -66,6 +70,8 @@ pub struct EventHandler {
 pub struct Applied {
     /// New in-app notifications, to publish.
     pub notifications: Vec<pb::Notification>,
+    /// New live feed items, to publish.
+    pub feed: Vec<FeedItem>,
     /// New e-mails waiting for the worker.
     pub emails: usize,
     /// (channel, kind, state) of every delivery recorded, for the metrics.
@@ -78,19 +84,9 @@ impl Handler for EventHandler {
         let event = ev::CallEvent::decode(delivery.payload.as_ref())
             .map_err(|e| HandlerError::Poison(format!("not a CallEvent: {e}")))?;
         let applied = self.apply(&event, Utc::now()).await?;
-        for notification in applied.notifications {
-            let subject = live::user_subject(&self.bus.names().subject_root, &notification.user_id);
-            // At most once by design: a watcher that misses it reads it
-            // from the store (see `live`).
-            if let Err(error) = self
-                .bus
-                .client()
-                .publish(subject, notification.encode_to_vec().into())
-                .await
-            {
-                tracing::warn!(%error, user_id = %notification.user_id, "cannot publish a live notification");
-            }
-        }
+        let root = &self.bus.names().subject_root;
+        live::publish(self.bus.client(), root, &applied.notifications).await;
+        live::publish(self.bus.client(), root, &applied.feed).await;
         for (channel, kind, state) in applied.recorded {
             count(channel, kind, state);
         }
@@ -220,51 +216,94 @@ impl EventHandler {
         .await
         .map_err(retry)?;
         let mut applied = Applied::default();
-        if let Some(kind) = kind {
+        let stale = kind.and_then(|kind| {
             let view = CallView::newest(
                 CallView::of_card(parsed.card)
                     .into_iter()
                     .chain(bucket_view),
             );
-            let stale = view.and_then(|view| staleness(kind, &view, now));
-            let moment = Moment {
-                kind,
-                event,
-                parsed: &parsed,
-                previous_start: previous.map(|p| p.starts_at),
-                stale: stale.as_deref(),
-            };
-            self.notify_both(&mut tx, &moment, &mut applied)
-                .await
-                .map_err(retry)?;
-        }
+            view.and_then(|view| staleness(kind, &view, now))
+        });
+        let moment = kind.map(|kind| Moment {
+            kind,
+            event,
+            parsed: &parsed,
+            previous_start: previous.map(|p| p.starts_at),
+            stale: stale.as_deref(),
+        });
+        let feed_kind = feed::call_item_kind(event, stale.is_some());
+        self.record_for_both(
+            &mut tx,
+            event,
+            &parsed,
+            feed_kind,
+            moment.as_ref(),
+            &mut applied,
+        )
+        .await
+        .map_err(retry)?;
         tx.commit().await.map_err(retry)?;
         Ok(applied)
     }
 
-    async fn notify_both(
+    /// For each participant, in user-id order (so two transactions never
+    /// take the per-user counters crosswise): the call's feed item, then
+    /// the moment's notifications (whose own feed item follows).
+    async fn record_for_both(
         &self,
         tx: &mut PgConnection,
-        moment: &Moment<'_>,
+        event: &ev::CallEvent,
+        parsed: &Parsed<'_>,
+        feed_kind: Option<FeedKind>,
+        moment: Option<&Moment<'_>>,
         applied: &mut Applied,
     ) -> Result<(), sqlx::Error> {
-        let card = moment.parsed.card;
+        let card = parsed.card;
         let student = person(card.student.as_ref(), Role::Student);
         let coach = person(card.coach.as_ref(), Role::Coach);
-        let ids: Vec<&str> = [&student, &coach]
-            .iter()
-            .map(|p| p.user_id.as_str())
-            .filter(|id| !id.is_empty())
-            .collect();
-        let directory = store::participants(tx, &ids).await?;
+        let directory = match moment {
+            Some(_) => {
+                let ids: Vec<&str> = [&student, &coach]
+                    .iter()
+                    .map(|p| p.user_id.as_str())
+                    .filter(|id| !id.is_empty())
+                    .collect();
+                store::participants(tx, &ids).await?
+            }
+            None => HashMap::new(),
+        };
+        let body = feed_kind.map(|kind| {
+            feed::call_body(
+                kind,
+                event,
+                parsed.call_id,
+                parsed.event_id,
+                parsed.occurred_at,
+                card,
+            )
+        });
         let mut pairs = [(&student, &coach), (&coach, &student)];
         pairs.sort_by(|a, b| a.0.user_id.cmp(&b.0.user_id));
         for (me, them) in pairs {
             if me.user_id.is_empty() {
                 continue;
             }
-            self.notify_one(tx, moment, me, them, &directory, applied)
+            if let (Some(kind), Some(body)) = (feed_kind, body.as_ref()) {
+                let item = store::insert_feed_item(
+                    tx,
+                    &me.user_id,
+                    kind,
+                    parsed.call_id,
+                    parsed.event_id,
+                    body,
+                )
                 .await?;
+                applied.feed.push(item);
+            }
+            if let Some(moment) = moment {
+                self.notify_one(tx, moment, me, them, &directory, applied)
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -349,7 +388,18 @@ impl EventHandler {
                     },
                 )
                 .await?;
-                applied.notifications.push(row.to_proto());
+                let notification = row.to_proto();
+                let item = store::insert_feed_item(
+                    tx,
+                    &me.user_id,
+                    FeedKind::Notification,
+                    parsed.call_id,
+                    parsed.event_id,
+                    &feed::notification_body(&notification, parsed.event_id),
+                )
+                .await?;
+                applied.feed.push(item);
+                applied.notifications.push(notification);
                 DeliveryState::Sent
             };
             store::insert_delivery(

@@ -1,9 +1,10 @@
 //! The notifications service: turns call events into what people are told.
 //!
 //! ```text
-//! CALL_EVENTS ──▶ consumer ──one tx──▶ notifications, notification_deliveries (pending e-mails)
+//! CALL_EVENTS ──▶ consumer ──one tx──▶ notifications, live_feed, notification_deliveries (pending e-mails)
 //!                    │                        │
-//!                    └─ after commit ─▶ core NATS skileez.notify.v1.user.<id> ──▶ live hub ──▶ WatchNotifications
+//!                    ├─ after commit ─▶ core NATS skileez.notify.v1.user.<id> ──▶ live hub ──▶ WatchNotifications
+//!                    └─ after commit ─▶ core NATS skileez.live.v1.user.<id> ───▶ live hub ──▶ WebSocket /v1/live
 //!                                             │
 //!                      delivery worker ◀──────┘ lease (SKIP LOCKED) ─▶ SMTP ─▶ outcome recorded
 //! ```
@@ -16,8 +17,11 @@
 //!   make one of each.
 //! - [`worker`] sends the e-mails over SMTP ([`smtp`]) outside any
 //!   transaction, with back-off, dead letters and the staleness check again.
-//! - [`live`] streams in-app notifications per user without gaps; [`api`]
-//!   serves `NotificationService` and `DeliveryService`.
+//! - [`live`] streams in-app notifications and the live feed ([`feed`]:
+//!   call changes, new calls, ready alerts, notifications) per user
+//!   without gaps; [`api`] serves `NotificationService` and
+//!   `DeliveryService` (gRPC, and gRPC-Web for browsers through
+//!   `skileez-web`); [`ws`] serves the feed to browsers over a WebSocket.
 //! - [`retention`] purges read notifications daily, once across instances.
 //!
 //! [`Application::build`] connects and binds (port 0 picks a free port,
@@ -30,7 +34,8 @@
 //!
 //! Metrics: `skileez_notification_deliveries_total{channel,kind,outcome}`,
 //! `skileez_smtp_send_seconds` (histogram), `skileez_notifications_purged_total`,
-//! `skileez_consumer_pending{consumer="notifications"}`.
+//! `skileez_live_feed_purged_total`, `skileez_consumer_pending{consumer="notifications"}`,
+//! `skileez_ws_connections` (gauge), `skileez_ws_closed_total{reason}`.
 
 pub mod api;
 pub mod cards;
@@ -38,6 +43,7 @@ pub mod config;
 pub mod consumer;
 pub mod convert;
 pub mod error;
+pub mod feed;
 pub mod invite;
 pub mod live;
 pub mod mail;
@@ -47,6 +53,7 @@ pub mod retention;
 pub mod smtp;
 pub mod store;
 pub mod worker;
+pub mod ws;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -55,7 +62,7 @@ use skileez_auth::Authenticator;
 use skileez_proto::notifications as pb;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic_health::ServingStatus;
@@ -63,6 +70,7 @@ use tonic_health::ServingStatus;
 use crate::cards::Cards;
 pub use crate::config::Config;
 use crate::consumer::{CONSUMER, EventHandler};
+use crate::feed::FeedItem;
 use crate::live::LiveHub;
 use crate::render::Renderer;
 use crate::smtp::Mailer;
@@ -75,8 +83,9 @@ pub enum StartError {
     Config(#[from] config::ConfigError),
     #[error("cannot connect to PostgreSQL: {0}")]
     Database(#[source] sqlx::Error),
-    #[error("cannot bind the gRPC address {addr}: {source}")]
+    #[error("cannot bind {what} {addr}: {source}")]
     Bind {
+        what: &'static str,
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
@@ -87,6 +96,8 @@ pub enum StartError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("the WebSocket server failed: {0}")]
+    ServeWs(#[source] std::io::Error),
 }
 
 /// Connects to PostgreSQL with the configured pool size.
@@ -105,6 +116,7 @@ pub struct Application {
     pool: PgPool,
     listener: TcpListener,
     local_addr: SocketAddr,
+    ws_listener: Option<(TcpListener, SocketAddr)>,
     auth: Authenticator,
     mailer: Mailer,
     renderer: Arc<Renderer>,
@@ -123,29 +135,31 @@ impl Application {
         let auth = Authenticator::new(&config.jwt)?;
         let mailer = Mailer::new(&config.smtp)?;
         let renderer = Arc::new(Renderer::new()?);
-        let listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.grpc_addr,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.grpc_addr,
-            source,
-        })?;
+        let (listener, local_addr) = bind("the gRPC address", config.grpc_addr).await?;
+        let ws_listener = match &config.ws {
+            Some(ws) => Some(bind("the WebSocket address", ws.addr).await?),
+            None => None,
+        };
         Ok(Self {
             config,
             pool,
             listener,
             local_addr,
+            ws_listener,
             auth,
             mailer,
             renderer,
         })
     }
 
+    /// The gRPC (and gRPC-Web) address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The WebSocket's address, when it is on.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_listener.as_ref().map(|(_, addr)| *addr)
     }
 
     /// Serves until `shutdown` is cancelled, then drains: the consumer's
@@ -157,13 +171,15 @@ impl Application {
             pool,
             listener,
             local_addr,
+            ws_listener,
             auth,
             mailer,
             renderer,
         } = self;
         let tasks = TaskTracker::new();
         let wake = Arc::new(Notify::new());
-        let hub = LiveHub::new();
+        let hub = LiveHub::<pb::Notification>::new();
+        let feed_hub = LiveHub::<FeedItem>::new();
         let cards = Cards::default();
 
         tasks.spawn(run_bus_tasks(
@@ -172,6 +188,7 @@ impl Application {
                 pool: pool.clone(),
                 renderer,
                 hub: hub.clone(),
+                feed_hub: feed_hub.clone(),
                 cards: cards.clone(),
                 wake: wake.clone(),
             },
@@ -191,6 +208,29 @@ impl Application {
             config.retention.clone(),
             shutdown.clone(),
         ));
+
+        if let (Some((ws_listener, ws_addr)), Some(ws_config)) = (ws_listener, config.ws.clone()) {
+            let state = Arc::new(ws::WsState {
+                pool: pool.clone(),
+                auth: auth.clone(),
+                hub: feed_hub,
+                tasks: tasks.clone(),
+                shutdown: shutdown.clone(),
+                watch_poll: config.watch_poll,
+                connections: Arc::new(Semaphore::new(ws_config.max_connections)),
+                config: ws_config,
+            });
+            tracing::info!(url = %ws::url(ws_addr), "WebSocket for browsers listening");
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(error) = ws::serve(ws_listener, state).await {
+                    // The gRPC API keeps serving; the process is still
+                    // useful, but not whole: stop it all.
+                    tracing::error!(error = %StartError::ServeWs(error), "stopping the service");
+                    shutdown.cancel();
+                }
+            });
+        }
 
         let ctx = Arc::new(api::Shared {
             pool: pool.clone(),
@@ -216,8 +256,11 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        tracing::info!(addr = %local_addr, smtp = %config::redacted_smtp_url(&config.smtp), "notifications service listening");
+        tracing::info!(addr = %local_addr, smtp = %config::redacted_smtp_url(&config.smtp), cors_origins = ?config.cors_origins, "notifications service listening");
         let result = tonic::transport::Server::builder()
+            // Browsers: gRPC-Web over HTTP/1.1 and CORS for the web app.
+            .accept_http1(true)
+            .layer(skileez_web::layer(&config.cors_origins))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -229,10 +272,7 @@ impl Application {
             .add_service(pb::delivery_service_server::DeliveryServiceServer::new(
                 api::DeliveryApi::new(ctx.clone()),
             ))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                shutdown.clone().cancelled_owned(),
-            )
+            .serve_with_incoming_shutdown(incoming(listener), shutdown.clone().cancelled_owned())
             .await;
         // However serving ended, stop our own tasks and wait for them.
         shutdown.cancel();
@@ -241,6 +281,35 @@ impl Application {
         result?;
         Ok(())
     }
+}
+
+async fn bind(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bound = match TcpListener::bind(addr).await {
+        Ok(listener) => listener.local_addr().map(|local| (listener, local)),
+        Err(error) => Err(error),
+    };
+    bound.map_err(|source| StartError::Bind { what, addr, source })
+}
+
+/// The accepted connections, with `TCP_NODELAY` set. An answer is several
+/// small writes (headers, message, trailers); with Nagle's algorithm on, the
+/// later ones wait for the client's delayed ACK, about 40 ms on Linux, on
+/// every unary call. tonic sets it when it binds the address itself, not for
+/// a listener handed to it.
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        })
+    })
 }
 
 /// Builds and runs the service: the entry point of `main` and `skileez dev`.
@@ -252,7 +321,8 @@ struct BusTasks {
     config: Config,
     pool: PgPool,
     renderer: Arc<Renderer>,
-    hub: Arc<LiveHub>,
+    hub: Arc<LiveHub<pb::Notification>>,
+    feed_hub: Arc<LiveHub<FeedItem>>,
     cards: Cards,
     wake: Arc<Notify>,
 }
@@ -266,6 +336,7 @@ async fn run_bus_tasks(parts: BusTasks, tasks: TaskTracker, shutdown: Cancellati
         pool,
         renderer,
         hub,
+        feed_hub,
         cards,
         wake,
     } = parts;
@@ -295,6 +366,11 @@ async fn run_bus_tasks(parts: BusTasks, tasks: TaskTracker, shutdown: Cancellati
     };
     cards.connect(bus.clone());
     tasks.spawn(hub.run(
+        bus.client().clone(),
+        bus.names().subject_root.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(feed_hub.run(
         bus.client().clone(),
         bus.names().subject_root.clone(),
         shutdown.clone(),

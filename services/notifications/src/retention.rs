@@ -1,5 +1,7 @@
-//! The daily purge of read in-app notifications older than the retention
-//! age, at a configured time of day (UTC), once across instances.
+//! The daily purge of read in-app notifications and of live feed items
+//! older than their retention ages, at a configured time of day (UTC), once
+//! across instances. A client resuming the feed from before the oldest
+//! item kept gets what is left (positions are never reused).
 //!
 //! Every instance wakes at the slot; the one whose conditional update moves
 //! `notification_jobs.last_run_at` to the slot runs the purge, the others
@@ -43,18 +45,21 @@ pub async fn run_slot(
     if !store::take_job_slot(pool, JOB, slot).await? {
         return Ok(None);
     }
-    let age = chrono::Duration::from_std(config.read_age).unwrap_or(chrono::Duration::MAX);
-    let purged = store::purge_read(pool, Utc::now() - age).await?;
+    let before =
+        |age| Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+    let purged = store::purge_read(pool, before(config.read_age)).await?;
+    let feed = store::purge_feed(pool, before(config.feed_age)).await?;
     store::record_job_result(
         pool,
         JOB,
         &format!(
-            "purged {purged} read notifications at {}",
+            "purged {purged} read notifications and {feed} live feed items at {}",
             Utc::now().to_rfc3339()
         ),
     )
     .await?;
     metrics::counter!("skileez_notifications_purged_total").increment(purged);
+    metrics::counter!("skileez_live_feed_purged_total").increment(feed);
     Ok(Some(purged))
 }
 

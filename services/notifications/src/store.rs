@@ -1,5 +1,6 @@
-//! The service's tables (`migrations/0007_notifications.sql`) and its
-//! read-only view of the directory (`participants`).
+//! The service's tables (`migrations/0007_notifications.sql`,
+//! `0008_live_feed.sql`) and its read-only view of the directory
+//! (`participants`).
 //!
 //! Functions taking a `&mut PgConnection` run inside the caller's
 //! transaction (the consumer's); those taking a pool stand alone.
@@ -14,6 +15,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::convert::timestamp;
+use crate::feed::{FeedItem, FeedKind};
 use crate::model::{Channel, DeliveryState, NotificationKind};
 
 /// A participant as the directory knows them.
@@ -336,6 +338,104 @@ pub async fn last_sequence(pool: &PgPool, user_id: &str) -> Result<i64, sqlx::Er
             .fetch_optional(pool)
             .await?;
     Ok(last.unwrap_or(0))
+}
+
+/// Appends an item to the user's live feed under their next position
+/// (`migrations/0008_live_feed.sql`). Takes the same per-user counter row
+/// as [`insert_notification`], so the same ordering rule holds: several
+/// users in one transaction in sorted id order.
+pub async fn insert_feed_item(
+    conn: &mut PgConnection,
+    user_id: &str,
+    kind: FeedKind,
+    call_id: Uuid,
+    event_id: Uuid,
+    body: &serde_json::Value,
+) -> Result<FeedItem, sqlx::Error> {
+    let position: i64 = sqlx::query_scalar(
+        "INSERT INTO notification_users AS u (user_id, last_sequence, last_position) VALUES ($1, 0, 1)
+         ON CONFLICT (user_id) DO UPDATE SET last_position = u.last_position + 1
+         RETURNING last_position",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO live_feed (user_id, position, kind, call_id, event_id, item)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(user_id)
+    .bind(position)
+    .bind(kind.as_str())
+    .bind(call_id)
+    .bind(event_id)
+    .bind(body)
+    .execute(conn)
+    .await?;
+    Ok(FeedItem {
+        user_id: user_id.to_owned(),
+        position,
+        body: body.clone(),
+    })
+}
+
+/// The user's feed items after `after`, oldest first.
+pub async fn feed_after(
+    pool: &PgPool,
+    user_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<FeedItem>, sqlx::Error> {
+    let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+        "SELECT position, item FROM live_feed
+         WHERE user_id = $1 AND position > $2
+         ORDER BY position LIMIT $3",
+    )
+    .bind(user_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(position, body)| FeedItem {
+            user_id: user_id.to_owned(),
+            position,
+            body,
+        })
+        .collect())
+}
+
+/// The user's last feed position (0: none yet). Purged items keep their
+/// numbers taken.
+pub async fn last_position(pool: &PgPool, user_id: &str) -> Result<i64, sqlx::Error> {
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT last_position FROM notification_users WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(last.unwrap_or(0))
+}
+
+/// Deletes feed items made before `before`, in batches; how many.
+pub async fn purge_feed(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    const BATCH: i64 = 5_000;
+    let mut purged = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM live_feed WHERE (user_id, position) IN (
+                 SELECT user_id, position FROM live_feed WHERE created_at < $1 LIMIT $2)",
+        )
+        .bind(before)
+        .bind(BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        purged += deleted;
+        if deleted < BATCH as u64 {
+            return Ok(purged);
+        }
+    }
 }
 
 pub async fn unread_count(pool: &PgPool, user_id: &str) -> Result<i64, sqlx::Error> {

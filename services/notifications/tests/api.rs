@@ -272,9 +272,18 @@ async fn read_notifications_past_retention_are_purged_once_across_instances() {
     .await
     .unwrap();
 
+    // stu-1's feed items are old too; the others' are not.
+    sqlx::query(
+        "UPDATE live_feed SET created_at = now() - interval '2 days' WHERE user_id = 'stu-1'",
+    )
+    .execute(env.db.pool())
+    .await
+    .unwrap();
+
     // Two instances reach the same slot at once: one purges.
     let config = RetentionConfig {
         read_age: Duration::from_secs(86_400),
+        feed_age: Duration::from_secs(86_400),
         purge_at: chrono::NaiveTime::from_hms_opt(2, 0, 0).unwrap(),
     };
     let slot = chrono::Utc::now() + chrono::Duration::days(1);
@@ -297,7 +306,17 @@ async fn read_notifications_past_retention_are_purged_once_across_instances() {
             .fetch_one(env.db.pool())
             .await
             .unwrap();
-    assert!(result.starts_with("purged 1 "), "{result}");
+    assert!(
+        result.starts_with("purged 1 read notifications and 2 live feed items"),
+        "{result}"
+    );
+    let feed = |user: &'static str| {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM live_feed WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(env.db.pool())
+    };
+    assert_eq!(feed("stu-1").await.unwrap(), 0);
+    assert_eq!(feed("coach-1").await.unwrap(), 4);
     // The slot is spent.
     assert_eq!(
         retention::run_slot(env.db.pool(), &config, slot)

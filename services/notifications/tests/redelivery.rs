@@ -60,6 +60,19 @@ async fn the_same_event_delivered_three_times_yields_one_mail_and_one_in_app_not
     assert!(tally(&mails).values().all(|n| *n == 1));
     for user in ["stu-0", "coach-1"] {
         assert_eq!(env.stored_notifications(user).await.len(), 1, "{user}");
+        // The live feed too: the new call and its notification, once.
+        let feed: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT position, kind FROM live_feed WHERE user_id = $1 ORDER BY position",
+        )
+        .bind(user)
+        .fetch_all(env.db.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            feed,
+            [(1, "call.new".to_owned()), (2, "notification".to_owned())],
+            "{user}"
+        );
     }
     let consumed: i64 =
         sqlx::query_scalar("SELECT count(*) FROM consumer_inbox WHERE consumer = 'notifications'")

@@ -1,31 +1,18 @@
-//! Who is calling: a bearer JWT in the `authorization` metadata, verified with
-//! the configured key, issuer and audience. Authorisation of a particular call
-//! (is the caller its student or coach?) is decided by the handlers and the
-//! domain; this module only establishes identity and role.
+//! Who is calling: a bearer JWT in the `authorization` metadata, verified by
+//! `skileez_auth` (the rules every service shares) and turned into the
+//! domain's actor. Authorisation of a particular call (is the caller its
+//! student or coach?) is decided by the handlers and the domain; this module
+//! only establishes identity and role.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use skileez_auth::Role;
+pub use skileez_auth::{Claims, TokenIssuer};
 use skileez_domain::{Actor, ActorRole, UserId};
 use tonic::metadata::MetadataMap;
 
 use crate::{
-    config::{ConfigError, JwtConfig, JwtKey},
+    config::{ConfigError, JwtConfig},
     error::ApiError,
 };
-
-/// The claims we issue and accept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
-    pub sub: String,
-    pub role: String,
-    pub exp: u64,
-    pub iat: u64,
-    pub iss: String,
-    pub aud: String,
-}
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,160 +52,42 @@ impl Principal {
 }
 
 pub fn role_name(role: ActorRole) -> &'static str {
-    match role {
-        ActorRole::Student => "student",
-        ActorRole::Coach => "coach",
-        ActorRole::Admin => "admin",
-        ActorRole::Service => "service",
-    }
+    Role::from(role).as_str()
 }
 
 pub fn parse_role(role: &str) -> Option<ActorRole> {
-    match role {
-        "student" => Some(ActorRole::Student),
-        "coach" => Some(ActorRole::Coach),
-        "admin" => Some(ActorRole::Admin),
-        "service" => Some(ActorRole::Service),
-        _ => None,
-    }
+    Role::parse(role).map(ActorRole::from)
 }
 
 /// Verifies bearer tokens.
 #[derive(Clone)]
-pub struct Authenticator {
-    key: DecodingKey,
-    validation: Validation,
-}
+pub struct Authenticator(skileez_auth::Authenticator);
 
 impl Authenticator {
     pub fn new(config: &JwtConfig) -> Result<Self, ConfigError> {
-        let (key, algorithms) = match &config.key {
-            JwtKey::Secret(secret) => (
-                DecodingKey::from_secret(secret.expose_secret().as_bytes()),
-                vec![Algorithm::HS256],
-            ),
-            JwtKey::PublicKeyPem { pem, path } => {
-                let invalid = || ConfigError::Invalid {
-                    var: "SKILEEZ_JWT_PUBLIC_KEY_FILE",
-                    value: path.display().to_string(),
-                    expected: "a PEM RSA or Ed25519 public key",
-                };
-                if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
-                    (key, vec![Algorithm::RS256])
-                } else {
-                    let key = DecodingKey::from_ed_pem(pem.as_bytes()).map_err(|_| invalid())?;
-                    (key, vec![Algorithm::EdDSA])
-                }
-            }
-        };
-        let mut validation = Validation::new(algorithms[0]);
-        validation.algorithms = algorithms;
-        validation.set_issuer(&[&config.issuer]);
-        validation.set_audience(&[&config.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 30;
-        Ok(Self { key, validation })
+        skileez_auth::Authenticator::new(config).map(Self)
     }
 
     /// Reads and verifies the `authorization: Bearer <jwt>` metadata.
     pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, ApiError> {
         let header = metadata
             .get("authorization")
-            .ok_or_else(|| {
-                unauthenticated("no authorization metadata: send `authorization: Bearer <token>`")
-            })?
-            .to_str()
-            .map_err(|_| unauthenticated("the authorization metadata is not valid ASCII"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| unauthenticated("the authorization metadata must be `Bearer <token>`"))?
-            .trim();
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| unauthenticated(&describe_jwt_error(&e)))?;
-        let role = parse_role(&data.claims.role).ok_or_else(|| {
-            unauthenticated("the token's role must be one of student, coach, admin, service")
+            .map(|value| value.to_str())
+            .transpose()
+            .map_err(|_| {
+                ApiError::Unauthenticated("the authorization metadata is not valid ASCII".into())
+            })?;
+        let principal = self
+            .0
+            .authenticate(header)
+            .map_err(|e| ApiError::Unauthenticated(e.0))?;
+        let user_id = UserId::parse(&principal.user_id).map_err(|_| {
+            ApiError::Unauthenticated("the token's sub is not a valid user id".into())
         })?;
-        let user_id = UserId::parse(&data.claims.sub)
-            .map_err(|_| unauthenticated("the token's sub is not a valid user id"))?;
-        Ok(Principal { user_id, role })
-    }
-}
-
-fn unauthenticated(message: &str) -> ApiError {
-    ApiError::Unauthenticated(message.to_owned())
-}
-
-fn describe_jwt_error(error: &jsonwebtoken::errors::Error) -> String {
-    use jsonwebtoken::errors::ErrorKind;
-    match error.kind() {
-        ErrorKind::ExpiredSignature => "the token has expired: get a new one".to_owned(),
-        ErrorKind::InvalidAudience => "the token is for another audience".to_owned(),
-        ErrorKind::InvalidIssuer => "the token is from an unknown issuer".to_owned(),
-        ErrorKind::InvalidSignature => "the token's signature does not verify".to_owned(),
-        ErrorKind::ImmatureSignature => "the token is not valid yet".to_owned(),
-        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no `{claim}` claim"),
-        ErrorKind::InvalidAlgorithm => {
-            "the token is signed with an algorithm we do not accept".to_owned()
-        }
-        _ => "the token is malformed".to_owned(),
-    }
-}
-
-/// Mints HS256 tokens: for `skileez token` in development and for tests.
-pub struct TokenIssuer {
-    key: EncodingKey,
-    issuer: String,
-    audience: String,
-}
-
-impl TokenIssuer {
-    pub fn new(secret: &str, issuer: &str, audience: &str) -> Self {
-        Self {
-            key: EncodingKey::from_secret(secret.as_bytes()),
-            issuer: issuer.to_owned(),
-            audience: audience.to_owned(),
-        }
-    }
-
-    pub fn from_config(config: &JwtConfig) -> Option<Self> {
-        match &config.key {
-            JwtKey::Secret(secret) => Some(Self::new(
-                secret.expose_secret(),
-                &config.issuer,
-                &config.audience,
-            )),
-            JwtKey::PublicKeyPem { .. } => None,
-        }
-    }
-
-    pub fn mint(&self, sub: &str, role: ActorRole, ttl: std::time::Duration) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        self.mint_claims(&Claims {
-            sub: sub.to_owned(),
-            role: role_name(role).to_owned(),
-            iat: now,
-            exp: now + ttl.as_secs(),
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+        Ok(Principal {
+            user_id,
+            role: principal.role.into(),
         })
-    }
-
-    pub fn mint_claims(&self, claims: &Claims) -> String {
-        // Encoding HS256 claims cannot fail: the key and claims are always
-        // serialisable.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.key).unwrap_or_default()
-    }
-
-    pub fn issuer(&self) -> &str {
-        &self.issuer
-    }
-
-    pub fn audience(&self) -> &str {
-        &self.audience
     }
 }
 
@@ -227,7 +96,12 @@ mod tests {
     use secrecy::SecretString;
     use tonic::metadata::MetadataValue;
 
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
     use super::*;
+    use crate::config::JwtKey;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 

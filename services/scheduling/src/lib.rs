@@ -162,6 +162,9 @@ impl Application {
         tracing::info!(addr = %local_addr, "scheduling service listening");
         let server_shutdown = shutdown.clone();
         let result = tonic::transport::Server::builder()
+            // Browsers: gRPC-Web over HTTP/1.1 and CORS for the web app.
+            .accept_http1(true)
+            .layer(skileez_web::layer(&config.cors_origins))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

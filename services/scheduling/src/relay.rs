@@ -29,7 +29,7 @@ use skileez_domain::Policy;
 use skileez_eventstore::{EventStore, FeedPosition};
 use skileez_proto::call::CallCard;
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgListener};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -131,24 +131,37 @@ impl Relay {
         // that their compare-and-set round trips never delay publishing.
         let (cards, pending_cards) = mpsc::channel(CARD_BATCHES);
         let writer = tokio::spawn(write_cards(self.bus.clone(), pending_cards));
-        let result = self.relay_events(lock, &cards, shutdown).await;
-        drop(cards);
-        if let Err(error) = writer.await {
-            tracing::warn!(%error, "the card writer failed");
+        // The checkpoint too is written off the publishing path: a crash
+        // that loses its last writes republishes a few events, which
+        // JetStream drops as duplicates (`Nats-Msg-Id`, a window of minutes).
+        let pool = self.store.pool().clone();
+        let start = load_checkpoint(&pool).await?;
+        let (checkpoint, published) = watch::channel(start);
+        let saver = tokio::spawn(save_checkpoints(pool.clone(), published.clone()));
+        let lag = tokio::spawn(report_lag_events(pool, published, shutdown.clone()));
+        let result = self
+            .relay_events(lock, start, &checkpoint, &cards, shutdown)
+            .await;
+        drop((cards, checkpoint));
+        for (task, what) in [(writer, "card writer"), (saver, "checkpoint writer")] {
+            if let Err(error) = task.await {
+                tracing::warn!(%error, "the relay's {what} failed");
+            }
         }
+        lag.abort();
         result
     }
 
     async fn relay_events(
         &self,
         lock: &mut PgConnection,
+        mut position: FeedPosition,
+        checkpoint: &watch::Sender<FeedPosition>,
         cards: &mpsc::Sender<Vec<CallCard>>,
         shutdown: &CancellationToken,
     ) -> Result<(), RelayError> {
         let mut listener = PgListener::connect(&self.database_url).await?;
         listener.listen(WAKE_CHANNEL).await?;
-        let pool = self.store.pool();
-        let mut position = load_checkpoint(pool).await?;
         loop {
             // Register for the in-process wake-up before reading, so a commit
             // landing during the read still wakes the next wait.
@@ -158,12 +171,17 @@ impl Relay {
                 .read_feed(position, BATCH)
                 .await
                 .map_err(ApiError::from)?;
-            report_lag(pool, position, records.first().map(|r| r.recorded_at)).await;
+            report_lag_seconds(records.first().map(|r| r.recorded_at));
             if !records.is_empty() {
                 // Still the leader? A dead lock connection means another
-                // instance may have taken over.
-                sqlx::query("SELECT 1").execute(&mut *lock).await?;
-                let changes = feed::to_changes(&self.store, &self.policy, &records).await?;
+                // instance may have taken over. Asked while the batch's
+                // streams are read, so it costs no round trip of its own.
+                let (alive, changes) = tokio::join!(
+                    sqlx::query("SELECT 1").execute(&mut *lock),
+                    feed::to_changes(&self.store, &self.policy, &records)
+                );
+                alive?;
+                let changes = changes?;
                 let published = self.publish(&changes).await;
                 let (acked, reached) = match &published {
                     // Everything read is out, including records of streams
@@ -173,7 +191,7 @@ impl Relay {
                 };
                 if let Some(reached) = reached {
                     position = reached;
-                    save_checkpoint(pool, position).await?;
+                    checkpoint.send_replace(position);
                     metrics::counter!("skileez_relay_published_total").increment(acked as u64);
                     let latest = latest_cards(&changes[..acked]);
                     if !latest.is_empty() && cards.send(latest).await.is_err() {
@@ -315,22 +333,64 @@ async fn save_checkpoint(pool: &PgPool, position: FeedPosition) -> Result<(), sq
     Ok(())
 }
 
-/// Relay lag: how far the newest committed event is ahead of the newest
-/// published one (in store positions), and how old the oldest unpublished
-/// event is.
-async fn report_lag(
-    pool: &PgPool,
-    published: FeedPosition,
-    oldest_unpublished: Option<chrono::DateTime<chrono::Utc>>,
-) {
-    if let Ok(Some(newest)) =
-        sqlx::query_scalar::<_, Option<i64>>("SELECT max(position) FROM events")
-            .fetch_one(pool)
-            .await
-    {
-        metrics::gauge!("skileez_relay_lag_events")
-            .set((newest - published.position).max(0) as f64);
+/// Writes the newest published position to `relay_checkpoints` as it
+/// changes, coalescing whatever came meanwhile; ends, after a last write,
+/// when the relay drops its sender.
+async fn save_checkpoints(pool: PgPool, mut published: watch::Receiver<FeedPosition>) {
+    let mut saved = *published.borrow_and_update();
+    loop {
+        let closed = published.changed().await.is_err();
+        let mut failures = 0;
+        loop {
+            let position = *published.borrow_and_update();
+            if position == saved {
+                break;
+            }
+            match save_checkpoint(&pool, position).await {
+                Ok(()) => saved = position,
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(%error, "cannot save the relay checkpoint");
+                    // At the end, give up after a few tries: the next leader
+                    // republishes from the older checkpoint, deduplicated.
+                    if closed && failures >= 3 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        if closed {
+            return;
+        }
     }
+}
+
+/// Relay lag in events: how far the newest committed event is ahead of the
+/// newest published one (in store positions), read once a second.
+async fn report_lag_events(
+    pool: PgPool,
+    published: watch::Receiver<FeedPosition>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let Ok(Some(newest)) =
+            sqlx::query_scalar::<_, Option<i64>>("SELECT max(position) FROM events")
+                .fetch_one(&pool)
+                .await
+        {
+            let behind = newest - published.borrow().position;
+            metrics::gauge!("skileez_relay_lag_events").set(behind.max(0) as f64);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Relay lag in time: how old the oldest unpublished event is.
+fn report_lag_seconds(oldest_unpublished: Option<chrono::DateTime<chrono::Utc>>) {
     let seconds = oldest_unpublished
         .map(|at| (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
         .unwrap_or(0.0);

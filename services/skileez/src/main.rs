@@ -1,12 +1,14 @@
 //! The `skileez` command: `dev` runs the services in one process against
 //! local PostgreSQL and NATS; `migrate` applies the schema; `token` mints a
 //! development token; `call …`, `coach …` and `directory …` talk to a
-//! running scheduling service.
+//! running scheduling service, `notifications …` to the notification
+//! service.
 
 mod bench;
 mod client;
 mod coach;
 mod events;
+mod notifications;
 mod output;
 mod timers;
 
@@ -60,6 +62,8 @@ enum Commands {
     Events(events::EventsArgs),
     /// The timer service's durable timers.
     Timers(timers::TimersArgs),
+    /// E-mails that could not be delivered: list and retry them (admin or service token).
+    Notifications(notifications::NotificationsArgs),
     /// Benchmarks against a real PostgreSQL and NATS (scratch database, private NATS).
     Bench(bench::BenchArgs),
 }
@@ -125,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
         Commands::Coach(args) => coach::run(args).await,
         Commands::Events(args) => events::run(args).await,
         Commands::Timers(args) => timers::run(args).await,
+        Commands::Notifications(args) => notifications::run(args).await,
         Commands::Bench(args) => bench::run(args).await,
     }
 }
@@ -150,6 +155,22 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
+/// What `skileez dev` gives the notification service unless the
+/// environment says otherwise: the WebSocket on (the service alone leaves
+/// it off), and the local mail catcher of `deploy/local/run.sh`.
+const NOTIFICATIONS_DEV_DEFAULTS: &[(&str, &str)] = &[
+    ("SKILEEZ_NOTIFICATIONS_GRPC_ADDR", "127.0.0.1:50052"),
+    ("SKILEEZ_WS_ADDR", "127.0.0.1:50053"),
+    ("SKILEEZ_SMTP_URL", "smtp://127.0.0.1:1025"),
+    ("SKILEEZ_MAIL_FROM", "Skileez <calls@skileez.localhost>"),
+];
+
+/// Whether `var` (`SKILEEZ_TIMERS`, `SKILEEZ_NOTIFICATIONS`) leaves that
+/// service on: anything but `false` does.
+fn service_on(var: &str) -> bool {
+    std::env::var(var).map_or(true, |v| v != "false")
+}
+
 /// `skileez dev`: migrations, then the services, until Ctrl-C or SIGTERM.
 async fn dev() -> anyhow::Result<()> {
     let config = Config::from_env()?;
@@ -159,46 +180,72 @@ async fn dev() -> anyhow::Result<()> {
         .await
         .context("applying migrations")?;
     tracing::info!("migrations applied");
-    let run_timers = std::env::var("SKILEEZ_TIMERS").map_or(true, |v| v != "false");
     let shutdown = CancellationToken::new();
     let app = skileez_scheduling::Application::build_with_pool(config, pool.clone()).await?;
     // Scripts and tests read the bound address from this line.
     println!("scheduling service on {}", app.local_addr());
-    let timers = if run_timers {
+    let timers = if service_on("SKILEEZ_TIMERS") {
         let mut timers_config = skileez_timers::Config::from_env()?;
         timers_config.scheduling_url = format!("http://{}", app.local_addr());
         Some(skileez_timers::Application::build_with_pool(
             timers_config,
-            pool,
+            pool.clone(),
         )?)
     } else {
         None
     };
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let scheduling = app.run(shutdown.clone());
-    let timers = async {
-        match timers {
-            Some(timers) => timers
-                .run(shutdown.clone())
-                .await
-                .map_err(anyhow::Error::from),
-            None => Ok(()),
+    let notifications = if service_on("SKILEEZ_NOTIFICATIONS") {
+        let config = skileez_notifications::Config::from_lookup(|name| {
+            std::env::var(name).ok().or_else(|| {
+                NOTIFICATIONS_DEV_DEFAULTS
+                    .iter()
+                    .find(|(var, _)| *var == name)
+                    .map(|(_, value)| (*value).to_owned())
+            })
+        })?;
+        let app = skileez_notifications::Application::build_with_pool(config, pool).await?;
+        // Scripts and tests read the bound addresses from these lines.
+        println!("notifications service on {}", app.local_addr());
+        if let Some(ws) = app.ws_addr() {
+            println!("live WebSocket on {}", skileez_notifications::ws::url(ws));
         }
+        Some(app)
+    } else {
+        None
     };
-    // One failing stops the other: the process runs all or nothing.
-    let (scheduling, timers) = tokio::join!(
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    // One failing stops the others: the process runs all or nothing.
+    let until_done = |result: anyhow::Result<()>| {
+        shutdown.cancel();
+        result
+    };
+    let (scheduling, timers, notifications) = tokio::join!(
+        async { until_done(app.run(shutdown.clone()).await.map_err(anyhow::Error::from)) },
         async {
-            let result = scheduling.await;
-            shutdown.cancel();
-            result
+            match timers {
+                Some(timers) => until_done(
+                    timers
+                        .run(shutdown.clone())
+                        .await
+                        .map_err(anyhow::Error::from),
+                ),
+                None => Ok(()),
+            }
         },
         async {
-            let result = timers.await;
-            shutdown.cancel();
-            result
+            match notifications {
+                Some(notifications) => until_done(
+                    notifications
+                        .run(shutdown.clone())
+                        .await
+                        .map_err(anyhow::Error::from),
+                ),
+                None => Ok(()),
+            }
         }
     );
-    scheduling?;
-    timers?;
+    scheduling.context("the scheduling service")?;
+    timers.context("the timer service")?;
+    notifications.context("the notification service")?;
     Ok(())
 }

@@ -6,13 +6,13 @@
 //! scheduling service's (`SKILEEZ_READY_LEAD`, `SKILEEZ_MISSED_AFTER`,
 //! `SKILEEZ_OVERRUN_GRACE`, `SKILEEZ_REMINDER_LEADS`): the two must agree, or
 //! timers fire early (scheduling answers TIMER_NOT_DUE with the right moment,
-//! and the timer is re-armed for it) or late. The few variables are parsed
-//! here rather than through the scheduling crate, which would bring its whole
-//! server along.
+//! and the timer is re-armed for it) or late. `skileez_config` reads the
+//! policy for both.
 
 use std::{path::PathBuf, time::Duration};
 
 use secrecy::SecretString;
+use skileez_config::Env;
 use skileez_domain::Policy;
 
 /// Everything the timers service needs to start.
@@ -71,32 +71,11 @@ pub enum TokenConfig {
     },
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("{var} is not set: {hint}")]
-    Missing {
-        var: &'static str,
-        hint: &'static str,
-    },
-    #[error("{var}={value:?} is not valid: expected {expected}")]
-    Invalid {
-        var: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-    #[error("cannot read {var} file {path}: {reason}")]
-    File {
-        var: &'static str,
-        path: String,
-        reason: String,
-    },
-}
+pub use skileez_config::ConfigError;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/skileez";
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_SCHEDULING_URL: &str = "http://127.0.0.1:50051";
-pub const DEFAULT_JWT_ISSUER: &str = "skileez";
-pub const DEFAULT_JWT_AUDIENCE: &str = "skileez-scheduling";
 
 impl Config {
     /// Reads the process environment.
@@ -107,20 +86,10 @@ impl Config {
     /// Reads configuration through `lookup`, so tests need not touch the
     /// process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env(&lookup);
-        let defaults = Policy::default();
-        let (reminder_day_lead, reminder_hour_lead) = env.reminder_leads(
-            "SKILEEZ_REMINDER_LEADS",
-            (defaults.reminder_day_lead, defaults.reminder_hour_lead),
-        )?;
-        let policy = Policy {
-            ready_lead: env.chrono_duration("SKILEEZ_READY_LEAD", defaults.ready_lead)?,
-            missed_after: env.chrono_duration("SKILEEZ_MISSED_AFTER", defaults.missed_after)?,
-            overrun_grace: env.chrono_duration("SKILEEZ_OVERRUN_GRACE", defaults.overrun_grace)?,
-            reminder_day_lead,
-            reminder_hour_lead,
-            ..defaults
-        };
+        let env = Env::new(&lookup);
+        // The whole policy, validated as scheduling validates it, though
+        // only the lead times are used here.
+        let policy = env.policy()?;
 
         let lease = env.duration("SKILEEZ_TIMERS_LEASE", Duration::from_secs(30))?;
         let claim_ahead = env.duration("SKILEEZ_TIMERS_CLAIM_AHEAD", Duration::from_millis(200))?;
@@ -131,37 +100,17 @@ impl Config {
                 expected: "a duration of at least 1s and more than twice SKILEEZ_TIMERS_CLAIM_AHEAD",
             });
         }
-        let claim_batch = env.number("SKILEEZ_TIMERS_CLAIM_BATCH", 500u32)?;
-        let max_in_flight = env.number("SKILEEZ_TIMERS_MAX_IN_FLIGHT", 256usize)?;
-        let max_attempts = env.number("SKILEEZ_TIMERS_MAX_ATTEMPTS", 20u32)?;
-        for (var, value) in [
-            ("SKILEEZ_TIMERS_CLAIM_BATCH", claim_batch as usize),
-            ("SKILEEZ_TIMERS_MAX_IN_FLIGHT", max_in_flight),
-            ("SKILEEZ_TIMERS_MAX_ATTEMPTS", max_attempts as usize),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Invalid {
-                    var,
-                    value: "0".to_owned(),
-                    expected: "a whole number of at least 1",
-                });
-            }
-        }
+        let claim_batch = env.positive("SKILEEZ_TIMERS_CLAIM_BATCH", 500u32)?;
+        let max_in_flight = env.positive("SKILEEZ_TIMERS_MAX_IN_FLIGHT", 256usize)?;
+        let max_attempts = env.positive("SKILEEZ_TIMERS_MAX_ATTEMPTS", 20u32)?;
 
         Ok(Config {
-            database_url: SecretString::from(
-                env.string("DATABASE_URL")
-                    .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-            ),
+            database_url: SecretString::from(env.string_or("DATABASE_URL", DEFAULT_DATABASE_URL)),
             database_max_connections: env.number("SKILEEZ_TIMERS_DATABASE_MAX_CONNECTIONS", 8)?,
-            nats_url: env
-                .string("NATS_URL")
-                .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned()),
+            nats_url: env.string_or("NATS_URL", DEFAULT_NATS_URL),
             stream_replicas: env.number("SKILEEZ_STREAM_REPLICAS", 1)?,
-            scheduling_url: env
-                .string("SKILEEZ_SCHEDULING_URL")
-                .unwrap_or_else(|| DEFAULT_SCHEDULING_URL.to_owned()),
-            token: env.token()?,
+            scheduling_url: env.string_or("SKILEEZ_SCHEDULING_URL", DEFAULT_SCHEDULING_URL),
+            token: token(&env)?,
             policy,
             instance_id: env
                 .string("SKILEEZ_TIMERS_INSTANCE")
@@ -195,151 +144,30 @@ fn default_instance_id() -> String {
     format!("{host}-{}-{}", std::process::id(), &random[..6])
 }
 
-struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
-
-impl Env<'_> {
-    fn string(&self, var: &str) -> Option<String> {
-        (self.0)(var).filter(|v| !v.trim().is_empty())
+/// How the service authenticates to scheduling, from
+/// `SKILEEZ_SERVICE_TOKEN[_FILE]` or else the HS256 secret.
+fn token(env: &Env) -> Result<TokenConfig, ConfigError> {
+    if let Some((_, token)) = env.secret("SKILEEZ_SERVICE_TOKEN", "SKILEEZ_SERVICE_TOKEN_FILE")? {
+        // A file is named again rather than its content kept: it is re-read
+        // as the token is rotated. Reading it above stops a wrong path at start.
+        return Ok(match env.string("SKILEEZ_SERVICE_TOKEN") {
+            Some(_) => TokenConfig::Static(token),
+            None => TokenConfig::File(PathBuf::from(
+                env.string("SKILEEZ_SERVICE_TOKEN_FILE").unwrap_or_default(),
+            )),
+        });
     }
-
-    fn duration(&self, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
-        let Some(value) = self.string(var) else {
-            return Ok(default);
-        };
-        humantime::parse_duration(value.trim()).map_err(|_| ConfigError::Invalid {
-            var,
-            value,
-            expected: "a duration such as 200ms, 30s, 5m or 7days",
-        })
-    }
-
-    fn chrono_duration(
-        &self,
-        var: &'static str,
-        default: chrono::Duration,
-    ) -> Result<chrono::Duration, ConfigError> {
-        let Some(value) = self.string(var) else {
-            return Ok(default);
-        };
-        humantime::parse_duration(value.trim())
-            .ok()
-            .and_then(|d| chrono::Duration::from_std(d).ok())
-            .ok_or(ConfigError::Invalid {
-                var,
-                value,
-                expected: "a duration such as 90s, 5m, 24h or 180days",
-            })
-    }
-
-    fn number<T: std::str::FromStr>(
-        &self,
-        var: &'static str,
-        default: T,
-    ) -> Result<T, ConfigError> {
-        let Some(value) = self.string(var) else {
-            return Ok(default);
-        };
-        value.trim().parse().map_err(|_| ConfigError::Invalid {
-            var,
-            value,
-            expected: "a whole non-negative number",
-        })
-    }
-
-    fn flag(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
-        let Some(value) = self.string(var) else {
-            return Ok(default);
-        };
-        match value.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(ConfigError::Invalid {
-                var,
-                value,
-                expected: "true or false",
-            }),
-        }
-    }
-
-    /// `SKILEEZ_REMINDER_LEADS=24h,1h`, read as scheduling reads it.
-    fn reminder_leads(
-        &self,
-        var: &'static str,
-        default: (chrono::Duration, chrono::Duration),
-    ) -> Result<(chrono::Duration, chrono::Duration), ConfigError> {
-        let Some(value) = self.string(var) else {
-            return Ok(default);
-        };
-        let invalid = || ConfigError::Invalid {
-            var,
-            value: value.clone(),
-            expected: "two durations, the day reminder's lead then the hour reminder's, such as 24h,1h",
-        };
-        let leads: Vec<chrono::Duration> = value
-            .split(',')
-            .map(|part| {
-                humantime::parse_duration(part.trim())
-                    .ok()
-                    .and_then(|d| chrono::Duration::from_std(d).ok())
-            })
-            .collect::<Option<_>>()
-            .ok_or_else(invalid)?;
-        match leads[..] {
-            [day, hour] if day > hour && hour > chrono::Duration::zero() => Ok((day, hour)),
-            _ => Err(invalid()),
-        }
-    }
-
-    fn token(&self) -> Result<TokenConfig, ConfigError> {
-        if let Some(token) = self.string("SKILEEZ_SERVICE_TOKEN") {
-            return Ok(TokenConfig::Static(SecretString::from(
-                token.trim().to_owned(),
-            )));
-        }
-        if let Some(path) = self.string("SKILEEZ_SERVICE_TOKEN_FILE") {
-            // Read once here so that a wrong path stops the start.
-            read_file("SKILEEZ_SERVICE_TOKEN_FILE", &path)?;
-            return Ok(TokenConfig::File(PathBuf::from(path)));
-        }
-        let secret = if let Some(secret) = self.string("SKILEEZ_JWT_SECRET") {
-            Some(("SKILEEZ_JWT_SECRET", secret))
-        } else if let Some(path) = self.string("SKILEEZ_JWT_SECRET_FILE") {
-            let secret = read_file("SKILEEZ_JWT_SECRET_FILE", &path)?;
-            Some(("SKILEEZ_JWT_SECRET_FILE", secret.trim().to_owned()))
-        } else {
-            None
-        };
-        let Some((var, secret)) = secret else {
-            return Err(ConfigError::Missing {
-                var: "SKILEEZ_SERVICE_TOKEN",
-                hint: "set SKILEEZ_SERVICE_TOKEN or SKILEEZ_SERVICE_TOKEN_FILE (a `service` token for scheduling), \
-                       or SKILEEZ_JWT_SECRET / SKILEEZ_JWT_SECRET_FILE to mint one",
-            });
-        };
-        if secret.len() < 32 {
-            return Err(ConfigError::Invalid {
-                var,
-                value: "***".to_owned(),
-                expected: "an HS256 secret of at least 32 bytes",
-            });
-        }
-        Ok(TokenConfig::Mint {
-            secret: SecretString::from(secret),
-            issuer: self
-                .string("SKILEEZ_JWT_ISSUER")
-                .unwrap_or_else(|| DEFAULT_JWT_ISSUER.to_owned()),
-            audience: self
-                .string("SKILEEZ_JWT_AUDIENCE")
-                .unwrap_or_else(|| DEFAULT_JWT_AUDIENCE.to_owned()),
-        })
-    }
-}
-
-fn read_file(var: &'static str, path: &str) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-        var,
-        path: path.to_owned(),
-        reason: e.to_string(),
+    let Some(secret) = skileez_auth::hs256_secret(env)? else {
+        return Err(ConfigError::Missing {
+            var: "SKILEEZ_SERVICE_TOKEN",
+            hint: "set SKILEEZ_SERVICE_TOKEN or SKILEEZ_SERVICE_TOKEN_FILE (a `service` token for scheduling), \
+                   or SKILEEZ_JWT_SECRET / SKILEEZ_JWT_SECRET_FILE to mint one",
+        });
+    };
+    Ok(TokenConfig::Mint {
+        secret,
+        issuer: env.string_or("SKILEEZ_JWT_ISSUER", skileez_auth::DEFAULT_JWT_ISSUER),
+        audience: env.string_or("SKILEEZ_JWT_AUDIENCE", skileez_auth::DEFAULT_JWT_AUDIENCE),
     })
 }
 

@@ -6,12 +6,11 @@
 
 use std::{
     sync::Mutex,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::ExposeSecret;
-use serde::Serialize;
+use skileez_auth::{Role, TokenIssuer};
 use tonic::metadata::{Ascii, MetadataValue};
 
 use crate::config::TokenConfig;
@@ -31,16 +30,6 @@ pub enum TokenError {
     File { path: String, reason: String },
     #[error("the service token is not valid ASCII header text")]
     NotAscii,
-}
-
-#[derive(Serialize)]
-struct Claims<'a> {
-    sub: &'a str,
-    role: &'a str,
-    iat: u64,
-    exp: u64,
-    iss: &'a str,
-    aud: &'a str,
 }
 
 /// Hands out the current `authorization` value, renewing it as needed.
@@ -90,25 +79,11 @@ impl TokenSource {
                 issuer,
                 audience,
             } => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or_default();
-                let claims = Claims {
-                    sub: SERVICE_SUBJECT,
-                    role: "service",
-                    iat: now,
-                    exp: now + MINTED_TTL.as_secs(),
-                    iss: issuer,
-                    aud: audience,
-                };
-                // HS256 over serialisable claims cannot fail.
-                let token = jsonwebtoken::encode(
-                    &Header::new(Algorithm::HS256),
-                    &claims,
-                    &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
-                )
-                .unwrap_or_default();
+                let token = TokenIssuer::new(secret.expose_secret(), issuer, audience).mint(
+                    SERVICE_SUBJECT,
+                    Role::Service,
+                    MINTED_TTL,
+                );
                 Ok((token, MINTED_TTL - REFRESH_BEFORE))
             }
         }
@@ -130,27 +105,18 @@ mod tests {
         });
         let value = source.authorization().unwrap();
         let text = value.to_str().unwrap();
-        let token = text.strip_prefix("Bearer ").unwrap();
-        let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
-        validation.set_audience(&["skileez-scheduling"]);
-        validation.set_issuer(&["skileez"]);
-        let data = jsonwebtoken::decode::<serde_json_value::Claims>(
-            token,
-            &jsonwebtoken::DecodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
-            &validation,
-        )
+        let auth = skileez_auth::Authenticator::new(&skileez_auth::JwtConfig {
+            key: skileez_auth::JwtKey::Secret(SecretString::from(
+                "0123456789abcdef0123456789abcdef",
+            )),
+            issuer: "skileez".into(),
+            audience: "skileez-scheduling".into(),
+        })
         .unwrap();
-        assert_eq!(data.claims.sub, "timers");
-        assert_eq!(data.claims.role, "service");
+        let principal = auth.authenticate(Some(text)).unwrap();
+        assert_eq!(principal.user_id, "timers");
+        assert_eq!(principal.role, Role::Service);
         // Cached until renewal.
         assert_eq!(source.authorization().unwrap(), value);
-    }
-
-    mod serde_json_value {
-        #[derive(serde::Deserialize)]
-        pub struct Claims {
-            pub sub: String,
-            pub role: String,
-        }
     }
 }

@@ -4,7 +4,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part of it
 
+pub mod http;
 pub mod smtp;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +27,8 @@ use tonic::{
 };
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret";
+/// The web app's origin the services allow (gRPC-Web CORS).
+pub const APP_ORIGIN: &str = "http://app.skileez.test:5173";
 
 pub type Authed = InterceptedService<Channel, Bearer>;
 pub type Scheduling = pb::scheduling_service_client::SchedulingServiceClient<Authed>;
@@ -50,6 +54,8 @@ impl tonic::service::Interceptor for Bearer {
 /// A service running in this process.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The WebSocket (notifications only).
+    pub ws_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<()>>,
 }
@@ -170,6 +176,8 @@ impl TestEnv {
             ("SKILEEZ_DELIVERY_BACKOFF", "300ms,3s".to_owned()),
             ("SKILEEZ_DELIVERY_LEASE", "15s".to_owned()),
             ("SKILEEZ_WATCH_POLL", "2s".to_owned()),
+            ("SKILEEZ_WS_ADDR", "127.0.0.1:0".to_owned()),
+            ("SKILEEZ_CORS_ORIGINS", APP_ORIGIN.to_owned()),
         ]);
         for (name, value) in &self.options.vars {
             vars.insert(name, value.clone());
@@ -201,13 +209,24 @@ impl TestEnv {
 
     /// Starts one more notifications instance (not added to `instances`).
     pub async fn start_instance(&self) -> Running {
-        let app = skileez_notifications::Application::build_with_pool(
-            self.config(),
-            self.db.pool().clone(),
-        )
-        .await
-        .expect("notifications builds");
+        self.start_instance_with(&[]).await
+    }
+
+    /// Starts one more notifications instance with these variables changed
+    /// (an empty value unsets one).
+    pub async fn start_instance_with(&self, changes: &[(&'static str, &str)]) -> Running {
+        let mut vars = self.vars();
+        for (name, value) in changes {
+            vars.insert(name, (*value).to_owned());
+        }
+        let config = Config::from_lookup(|name| vars.get(name).cloned().filter(|v| !v.is_empty()))
+            .expect("test config");
+        let app =
+            skileez_notifications::Application::build_with_pool(config, self.db.pool().clone())
+                .await
+                .expect("notifications builds");
         let addr = app.local_addr();
+        let ws_addr = app.ws_addr();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
@@ -215,6 +234,7 @@ impl TestEnv {
         });
         Running {
             addr,
+            ws_addr,
             shutdown,
             handle: Some(handle),
         }
@@ -426,6 +446,7 @@ async fn start_scheduling(db: &TestDatabase, nats: &TestNats, policy: Policy) ->
         ("SKILEEZ_RELAY", "true".to_owned()),
         ("SKILEEZ_INGEST", "false".to_owned()),
         ("NATS_URL", nats.url()),
+        ("SKILEEZ_CORS_ORIGINS", APP_ORIGIN.to_owned()),
     ]);
     let mut config = skileez_scheduling::Config::from_lookup(|name| vars.get(name).cloned())
         .expect("scheduling test config");
@@ -441,6 +462,7 @@ async fn start_scheduling(db: &TestDatabase, nats: &TestNats, policy: Policy) ->
     });
     Running {
         addr,
+        ws_addr: None,
         shutdown,
         handle: Some(handle),
     }

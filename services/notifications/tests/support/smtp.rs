@@ -1,5 +1,5 @@
-//! A real SMTP server per test: `smtp_server.py` on aiosmtpd, in a Python
-//! of its own.
+//! A real SMTP server per test: `deploy/local/smtp_server.py` on aiosmtpd,
+//! in a Python of its own.
 //!
 //! The interpreter, the first that exists:
 //! 1. `SKILEEZ_AIOSMTPD_PYTHON`;
@@ -21,7 +21,12 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_server.py");
+/// Shared with `deploy/local/run.sh`, which runs it as the development
+/// mail catcher.
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/local/smtp_server.py"
+);
 
 pub struct TestSmtp {
     dir: tempfile::TempDir,

@@ -29,14 +29,16 @@ pub fn free_port() -> u16 {
 }
 
 /// `skileez dev` on `port` (0: any), against `database_url` and, when given,
-/// `nats_url` (otherwise the bus tasks are off). Returns the process and the
-/// server URL it printed.
+/// `nats_url` (otherwise the bus tasks are off), without the notification
+/// service (its ports are fixed in dev, and it needs NATS and SMTP).
+/// Returns the process and the server URL it printed.
 pub fn start_dev(database_url: &str, nats_url: Option<&str>, port: u16) -> (Child, String) {
     let mut command = skileez();
     command
         .arg("dev")
         .env("DATABASE_URL", database_url)
         .env("SKILEEZ_GRPC_ADDR", format!("127.0.0.1:{port}"))
+        .env("SKILEEZ_NOTIFICATIONS", "false")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     match nats_url {
@@ -84,4 +86,39 @@ pub fn token(sub: &str, role: &str) -> String {
     ok(run(skileez().args(["token", "--sub", sub, "--role", role])))
         .trim()
         .to_owned()
+}
+
+/// `skileez dev` with every service, on free ports, sending mail to
+/// `smtp_url`, with `vars` on top. Returns the process and the URLs it
+/// printed: scheduling, notifications, and the WebSocket.
+pub fn start_dev_with_notifications(
+    database_url: &str,
+    nats_url: &str,
+    smtp_url: &str,
+    vars: &[(&str, &str)],
+) -> (Child, String, String, String) {
+    let mut command = skileez();
+    command
+        .arg("dev")
+        .env("DATABASE_URL", database_url)
+        .env("NATS_URL", nats_url)
+        .env("SKILEEZ_GRPC_ADDR", "127.0.0.1:0")
+        .env("SKILEEZ_NOTIFICATIONS_GRPC_ADDR", "127.0.0.1:0")
+        .env("SKILEEZ_WS_ADDR", "127.0.0.1:0")
+        .env("SKILEEZ_SMTP_URL", smtp_url)
+        .envs(vars.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = command.spawn().expect("skileez dev starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next = |prefix: &str| {
+        let line = lines.next().expect("a line").expect("utf-8");
+        line.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
+            .to_owned()
+    };
+    let scheduling = format!("http://{}", next("scheduling service on "));
+    let notifications = format!("http://{}", next("notifications service on "));
+    let ws = next("live WebSocket on ");
+    (child, scheduling, notifications, ws)
 }

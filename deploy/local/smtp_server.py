@@ -1,22 +1,27 @@
-"""A real SMTP server for the notifications tests, on aiosmtpd.
+"""A real SMTP server on aiosmtpd: the notifications tests start one per
+test, and deploy/local/run.sh runs one as the development mail catcher.
 
-    python smtp_server.py DIR
+    python smtp_server.py DIR                            # a test's
+    python smtp_server.py DIR --listen 127.0.0.1:1025 --detached --pid-file F   # run.sh's
 
-Listens on a free loopback port and prints `READY <port>` once it accepts.
-Every accepted message is written to DIR as `<n>.eml` (the raw message) and
-then `<n>.json` (envelope, headers and MIME tree, decoded by Python's email
-package), so a test reads what a mail client would see. Controls, as files
-in DIR that the test creates and removes:
+Listens on loopback (a free port unless --listen says which) and prints
+`READY <port>` once it accepts. Every accepted message is written to DIR as
+`<n>.eml` (the raw message: open it with a mail client) and then `<n>.json`
+(envelope, headers and MIME tree, decoded by Python's email package), so a
+test reads what a mail client would see; numbering goes on after the
+messages already in DIR. Controls, as files in DIR that the test creates and
+removes:
 
 - `refuse`: while it exists, MAIL FROM and DATA answer
   `451 4.3.0` (a transient failure: the client should retry later);
 - `reject`: addresses, one per line, that RCPT TO refuses with
   `550 5.1.1` (a permanent failure).
 
-Exits when its standard input closes, so it never outlives the test that
-started it.
+Without --detached it exits when its standard input closes, so it never
+outlives the test that started it.
 """
 
+import argparse
 import asyncio
 import email
 import email.policy
@@ -33,7 +38,7 @@ from aiosmtpd.smtp import SMTP
 class Handler:
     def __init__(self, directory):
         self.directory = directory
-        self.counter = itertools.count(1)
+        self.counter = itertools.count(next_number(directory))
 
     def refusing(self):
         return os.path.exists(os.path.join(self.directory, "refuse"))
@@ -104,6 +109,14 @@ def tree(part):
     return node
 
 
+def next_number(directory):
+    """One past the highest `<n>.eml` already in DIR (a restarted catcher
+    keeps the mails it caught)."""
+    numbers = [int(name[:-4]) for name in os.listdir(directory)
+               if name.endswith(".eml") and name[:-4].isdigit()]
+    return max(numbers, default=0) + 1
+
+
 def write_atomically(path, data):
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
@@ -117,13 +130,13 @@ def exit_with_parent():
     os._exit(0)
 
 
-async def main(directory):
+async def main(directory, host, port):
     loop = asyncio.get_running_loop()
     handler = Handler(directory)
     server = await loop.create_server(
         lambda: SMTP(handler, hostname="smtp.test", data_size_limit=10 * 1024 * 1024),
-        host="127.0.0.1",
-        port=0,
+        host=host,
+        port=port,
     )
     port = server.sockets[0].getsockname()[1]
     print("READY %d" % port, flush=True)
@@ -132,5 +145,16 @@ async def main(directory):
 
 
 if __name__ == "__main__":
-    threading.Thread(target=exit_with_parent, daemon=True).start()
-    asyncio.run(main(sys.argv[1]))
+    parser = argparse.ArgumentParser(description="An SMTP server that keeps every mail as a file.")
+    parser.add_argument("directory", help="where each mail goes, as <n>.eml and <n>.json")
+    parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (default: a free loopback port)")
+    parser.add_argument("--detached", action="store_true", help="run until killed, not until stdin closes")
+    parser.add_argument("--pid-file", help="write this process's pid there")
+    args = parser.parse_args()
+    if args.pid_file:
+        write_atomically(args.pid_file, b"%d\n" % os.getpid())
+    host, _, port = args.listen.rpartition(":")
+    os.makedirs(args.directory, exist_ok=True)
+    if not args.detached:
+        threading.Thread(target=exit_with_parent, daemon=True).start()
+    asyncio.run(main(args.directory, host or "127.0.0.1", int(port)))
