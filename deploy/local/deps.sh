@@ -48,7 +48,9 @@
 #
 # Installed, never started: aiosmtpd (pinned, in the venv
 # $XDG_DATA_HOME/skileez/smtp-venv) for the tests' SMTP servers and run.sh's
-# mail catcher; Debian's chromium for the notifications browser test.
+# mail catcher; grpcio and opentelemetry-proto (pinned, in the venv
+# $XDG_DATA_HOME/skileez/otlp-venv) for the telemetry test's OTLP receiver;
+# Debian's chromium for the notifications browser test.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -63,6 +65,8 @@ NATS_MIN_VERSION=2.10.0
 # the same server; change deliberately.
 NATS_PIP_VERSION="${SKILEEZ_NATS_PIP_VERSION:-2.15.1}"
 AIOSMTPD_VERSION="${SKILEEZ_AIOSMTPD_VERSION:-1.4.6}"
+GRPCIO_VERSION="1.85.3"
+OTLP_PROTO_VERSION="1.45.2"
 
 # ver_ge A B: version A >= version B
 ver_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
@@ -372,6 +376,28 @@ ensure_smtp_server() {
   log "installed aiosmtpd $AIOSMTPD_VERSION: $SMTP_PYTHON"
 }
 
+# The OTLP receiver of the telemetry test (deploy/local/otlp_sink.py: an
+# OTLP/gRPC trace service that prints every span it receives as JSON) needs
+# grpcio and the OpenTelemetry protos, pinned, in their own venv
+# $XDG_DATA_HOME/skileez/otlp-venv (env.sh: SKILEEZ_OTLP_PYTHON).
+ensure_otlp_sink() {
+  if "$OTLP_PYTHON" -c "
+import sys, grpc
+from importlib.metadata import version
+sys.exit(grpc.__version__ != '$GRPCIO_VERSION' or version('opentelemetry-proto') != '$OTLP_PROTO_VERSION')
+" >/dev/null 2>&1; then
+    log "grpcio $GRPCIO_VERSION and opentelemetry-proto $OTLP_PROTO_VERSION are installed: $OTLP_PYTHON"
+    return
+  fi
+  make_venv "$OTLP_VENV" "the OTLP receiver"
+  log "pip install grpcio==$GRPCIO_VERSION opentelemetry-proto==$OTLP_PROTO_VERSION into $OTLP_VENV"
+  timeout 600 "$OTLP_VENV/bin/pip" install -q --disable-pip-version-check --no-input \
+    "grpcio==$GRPCIO_VERSION" "opentelemetry-proto==$OTLP_PROTO_VERSION" >&2 9>&- ||
+    die "pip install grpcio opentelemetry-proto failed or took over 600s (output above)" \
+      "Check that PyPI is reachable."
+  log "installed the OTLP receiver's packages: $OTLP_PYTHON"
+}
+
 # Debian's chromium, for the notifications browser test
 # (services/notifications/tests/browser.rs runs it headless from
 # /usr/bin/chromium, or SKILEEZ_CHROMIUM). Only installed, never started.
@@ -656,6 +682,7 @@ fi
 ensure_postgres
 ensure_nats
 ensure_smtp_server
+ensure_otlp_sink
 ensure_chromium
 
 pg_version="$(pg_psql -d postgres -Atc 'show server_version' 2>/dev/null || true)"
@@ -672,5 +699,6 @@ else
 fi
 log "  nats-server $(bin_version "$NATS_BIN") for the tests' own servers: $NATS_BIN"
 log "  aiosmtpd for the tests' SMTP servers and run.sh's mail catcher: $SMTP_PYTHON"
+log "  grpcio + opentelemetry-proto for the telemetry test's OTLP receiver: $OTLP_PYTHON"
 log "  chromium for the browser test: $CHROMIUM_BIN"
 log "To export these (and CARGO_TARGET_DIR, SKILEEZ_JWT_SECRET_FILE, SKILEEZ_TEST_DATABASE_URL): $(port_env)source deploy/local/env.sh"

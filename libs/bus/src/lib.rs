@@ -36,7 +36,9 @@ mod error;
 pub mod headers;
 pub mod inbox;
 
-pub use bus::{Bus, CALL_EVENT_CONTENT_TYPE, DUPLICATE_WINDOW, OutgoingEvent, PublishAck};
+pub use bus::{
+    Bus, CALL_EVENT_CONTENT_TYPE, DUPLICATE_WINDOW, OutgoingEvent, PublishAck, connect_until_up,
+};
 pub use config::{BusConfig, Names};
 pub use consumer::{
     ConsumerConfig, Delivery, Handler, HandlerError, PULL_EXPIRES, consumer_pending, run_consumer,

@@ -82,6 +82,49 @@ impl<'a> Env<'a> {
         })
     }
 
+    /// Two durations, `min,max` with `0 < min <= max`, such as a back-off's
+    /// first delay and its longest.
+    pub fn duration_pair(
+        &self,
+        var: &'static str,
+        default: (Duration, Duration),
+        expected: &'static str,
+    ) -> Result<(Duration, Duration), ConfigError> {
+        let Some(value) = self.string(var) else {
+            return Ok(default);
+        };
+        let parsed: Option<Vec<Duration>> = value
+            .split(',')
+            .map(|part| humantime::parse_duration(part.trim()).ok())
+            .collect();
+        match parsed.as_deref() {
+            Some(&[min, max]) if min > Duration::ZERO && min <= max => Ok((min, max)),
+            _ => Err(ConfigError::Invalid {
+                var,
+                value,
+                expected,
+            }),
+        }
+    }
+
+    /// A UTC time of day, `HH:MM` or `HH:MM:SS`.
+    pub fn time_of_day(
+        &self,
+        var: &'static str,
+        default: chrono::NaiveTime,
+    ) -> Result<chrono::NaiveTime, ConfigError> {
+        let Some(value) = self.string(var) else {
+            return Ok(default);
+        };
+        chrono::NaiveTime::parse_from_str(value.trim(), "%H:%M:%S")
+            .or_else(|_| chrono::NaiveTime::parse_from_str(value.trim(), "%H:%M"))
+            .map_err(|_| ConfigError::Invalid {
+                var,
+                value,
+                expected: "a UTC time of day such as 02:00 or 02:00:30",
+            })
+    }
+
     /// [`Env::duration`] as the domain's `chrono::Duration`.
     pub fn chrono_duration(
         &self,
@@ -194,6 +237,15 @@ impl<'a> Env<'a> {
             )));
         }
         Ok(None)
+    }
+
+    /// The PostgreSQL URL, which may hold a password: from `DATABASE_URL`,
+    /// or from the file `DATABASE_URL_FILE` names (a mounted secret), else
+    /// `default`.
+    pub fn database_url(&self, default: &str) -> Result<SecretString, ConfigError> {
+        Ok(self
+            .secret("DATABASE_URL", "DATABASE_URL_FILE")?
+            .map_or_else(|| SecretString::from(default.to_owned()), |(_, url)| url))
     }
 
     /// The scheduling policy from `SKILEEZ_MIN_NOTICE`, `SKILEEZ_MAX_HORIZON`,
@@ -410,6 +462,42 @@ mod tests {
             assert!(env.secret("S", "S_FILE").unwrap().is_none())
         });
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_database_url_comes_from_its_variable_its_file_or_the_default() {
+        let dir = tempfile_dir("db");
+        let file = dir.join("url");
+        std::fs::write(&file, "postgres://app:pw@db/skileez\n").unwrap();
+        let path = file.to_str().unwrap();
+        let url = |vars: &[(&str, &str)]| {
+            with(vars, |env| {
+                env.database_url("postgres://default")
+                    .map(|u| u.expose_secret().to_owned())
+            })
+        };
+        assert_eq!(url(&[]).unwrap(), "postgres://default");
+        assert_eq!(
+            url(&[("DATABASE_URL_FILE", path)]).unwrap(),
+            "postgres://app:pw@db/skileez"
+        );
+        assert_eq!(
+            url(&[
+                ("DATABASE_URL", "postgres://direct"),
+                ("DATABASE_URL_FILE", path)
+            ])
+            .unwrap(),
+            "postgres://direct"
+        );
+        assert!(url(&[("DATABASE_URL_FILE", "/nonexistent/skileez")]).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempfile_dir(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("skileez-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

@@ -190,6 +190,11 @@ impl EventStore {
         name = "append",
         skip_all,
         fields(
+            otel.name = "INSERT events",
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.operation.name = "INSERT",
+            db.collection.name = "events",
             streams = appends.len(),
             stream_id = appends.first().map(|a| a.stream_id.as_str()),
             events = appends.iter().map(|a| a.events.len()).sum::<usize>(),
@@ -221,7 +226,7 @@ impl EventStore {
     }
 
     /// A stream's events in version order; empty if the stream does not exist.
-    #[tracing::instrument(skip_all, fields(stream_id = %stream_id))]
+    #[tracing::instrument(skip_all, fields(otel.name = "SELECT events", otel.kind = "client", db.system.name = "postgresql", stream_id = %stream_id))]
     pub async fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows: Vec<EventRow> = sqlx::query_as(READ_STREAM)
             .bind(stream_id)
@@ -232,7 +237,7 @@ impl EventStore {
 
     /// Every event of several streams in one round trip, grouped by stream
     /// (in `stream_id` order) and in version order within each.
-    #[tracing::instrument(skip_all, fields(streams = stream_ids.len()))]
+    #[tracing::instrument(skip_all, fields(otel.name = "SELECT events", otel.kind = "client", db.system.name = "postgresql", streams = stream_ids.len()))]
     pub async fn read_streams(
         &self,
         stream_ids: &[String],
@@ -261,7 +266,7 @@ impl EventStore {
     ///
     /// Call it outside a transaction of your own (through the pool): a reader
     /// whose transaction has written something holds back its own feed.
-    #[tracing::instrument(skip_all, fields(after = %after, limit))]
+    #[tracing::instrument(level = "debug", skip_all, fields(after = %after, limit))]
     pub async fn read_feed(
         &self,
         after: FeedPosition,
@@ -282,7 +287,7 @@ impl EventStore {
     /// [`EventStore::read_feed`] restricted to the given streams (a per-user
     /// watch, say). Positions are those of the whole feed, so a reader may
     /// switch between the two without losing its place.
-    #[tracing::instrument(skip_all, fields(after = %after, limit, streams = stream_ids.len()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(after = %after, limit, streams = stream_ids.len()))]
     pub async fn read_feed_for_streams(
         &self,
         after: FeedPosition,
@@ -374,7 +379,7 @@ impl UnitOfWork {
     }
 
     /// Commits events and read-model writes together.
-    #[tracing::instrument(skip_all, fields(events = self.events.len()))]
+    #[tracing::instrument(skip_all, fields(otel.name = "COMMIT", otel.kind = "client", db.system.name = "postgresql", events = self.events.len()))]
     pub async fn commit(self) -> Result<Vec<RecordedEvent>, StoreError> {
         self.tx.commit().await?;
         Ok(self.events)

@@ -97,10 +97,7 @@ fn parse_token(token: &str, prefix: char) -> Result<Option<i64>, ApiError> {
 
 #[tonic::async_trait]
 impl pb::notification_service_server::NotificationService for NotificationApi {
-    #[tracing::instrument(
-        name = "skileez.notifications.v1.NotificationService/ListNotifications",
-        skip_all
-    )]
+    #[tracing::instrument(name = "ListNotifications", skip_all)]
     async fn list_notifications(
         &self,
         request: Request<pb::ListNotificationsRequest>,
@@ -143,10 +140,7 @@ impl pb::notification_service_server::NotificationService for NotificationApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "skileez.notifications.v1.NotificationService/MarkRead",
-        skip_all
-    )]
+    #[tracing::instrument(name = "MarkRead", skip_all)]
     async fn mark_read(
         &self,
         request: Request<pb::MarkReadRequest>,
@@ -200,10 +194,7 @@ impl pb::notification_service_server::NotificationService for NotificationApi {
 
     type WatchNotificationsStream = WatchStream;
 
-    #[tracing::instrument(
-        name = "skileez.notifications.v1.NotificationService/WatchNotifications",
-        skip_all
-    )]
+    #[tracing::instrument(name = "WatchNotifications", skip_all)]
     async fn watch_notifications(
         &self,
         request: Request<pb::WatchNotificationsRequest>,
@@ -252,10 +243,7 @@ impl DeliveryApi {
 
 #[tonic::async_trait]
 impl pb::delivery_service_server::DeliveryService for DeliveryApi {
-    #[tracing::instrument(
-        name = "skileez.notifications.v1.DeliveryService/ListDeliveries",
-        skip_all
-    )]
+    #[tracing::instrument(name = "ListDeliveries", skip_all)]
     async fn list_deliveries(
         &self,
         request: Request<pb::ListDeliveriesRequest>,
@@ -344,10 +332,7 @@ impl pb::delivery_service_server::DeliveryService for DeliveryApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "skileez.notifications.v1.DeliveryService/RetryDeadLetters",
-        skip_all
-    )]
+    #[tracing::instrument(name = "RetryDeadLetters", skip_all)]
     async fn retry_dead_letters(
         &self,
         request: Request<pb::RetryDeadLettersRequest>,

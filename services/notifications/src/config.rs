@@ -167,10 +167,11 @@ impl Config {
     /// Reads configuration through `lookup`, so tests need not touch the
     /// process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env(&lookup);
+        let env = skileez_config::Env::new(&lookup);
         let (backoff_min, backoff_max) = env.duration_pair(
             "SKILEEZ_DELIVERY_BACKOFF",
             (Duration::from_secs(10), Duration::from_secs(30 * 60)),
+            "two durations, the first retry's delay and the longest, such as 10s,30m",
         )?;
         let smtp = SmtpConfig {
             url: smtp_url(
@@ -209,10 +210,7 @@ impl Config {
             });
         }
         Ok(Config {
-            database_url: SecretString::from(
-                env.string("DATABASE_URL")
-                    .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-            ),
+            database_url: env.database_url(DEFAULT_DATABASE_URL)?,
             database_max_connections: env.positive("SKILEEZ_DATABASE_MAX_CONNECTIONS", 16)?,
             nats_url: env
                 .string("NATS_URL")
@@ -319,92 +317,6 @@ pub fn redact(value: &str) -> String {
 /// `SmtpConfig::url` without the password, for logs.
 pub fn redacted_smtp_url(config: &SmtpConfig) -> String {
     redact(config.url.expose_secret())
-}
-
-struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
-
-impl Env<'_> {
-    fn string(&self, var: &str) -> Option<String> {
-        (self.0)(var).filter(|v| !v.trim().is_empty())
-    }
-
-    fn duration(&self, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
-        let Some(value) = self.string(var) else {
-            return Ok(default);
-        };
-        humantime::parse_duration(value.trim()).map_err(|_| ConfigError::Invalid {
-            var,
-            value,
-            expected: "a duration such as 500ms, 90s, 5m or 30days",
-        })
-    }
-
-    fn duration_pair(
-        &self,
-        var: &'static str,
-        default: (Duration, Duration),
-    ) -> Result<(Duration, Duration), ConfigError> {
-        let Some(value) = self.string(var) else {
-            return Ok(default);
-        };
-        let parsed: Option<Vec<Duration>> = value
-            .split(',')
-            .map(|part| humantime::parse_duration(part.trim()).ok())
-            .collect();
-        match parsed.as_deref() {
-            Some(&[min, max]) if min > Duration::ZERO && min <= max => Ok((min, max)),
-            _ => Err(ConfigError::Invalid {
-                var,
-                value,
-                expected: "two durations, the first retry's delay and the longest, such as 10s,30m",
-            }),
-        }
-    }
-
-    fn positive<T: std::str::FromStr + PartialOrd + Default>(
-        &self,
-        var: &'static str,
-        default: T,
-    ) -> Result<T, ConfigError> {
-        let Some(value) = self.string(var) else {
-            return Ok(default);
-        };
-        match value.trim().parse::<T>() {
-            Ok(number) if number > T::default() => Ok(number),
-            _ => Err(ConfigError::Invalid {
-                var,
-                value,
-                expected: "a whole number of at least 1",
-            }),
-        }
-    }
-
-    fn parse<T: std::str::FromStr>(
-        &self,
-        var: &'static str,
-        default: &str,
-        expected: &'static str,
-    ) -> Result<T, ConfigError> {
-        let value = self.string(var).unwrap_or_else(|| default.to_owned());
-        value.trim().parse().map_err(|_| ConfigError::Invalid {
-            var,
-            value,
-            expected,
-        })
-    }
-
-    fn time_of_day(&self, var: &'static str, default: NaiveTime) -> Result<NaiveTime, ConfigError> {
-        let Some(value) = self.string(var) else {
-            return Ok(default);
-        };
-        NaiveTime::parse_from_str(value.trim(), "%H:%M:%S")
-            .or_else(|_| NaiveTime::parse_from_str(value.trim(), "%H:%M"))
-            .map_err(|_| ConfigError::Invalid {
-                var,
-                value,
-                expected: "a UTC time of day such as 02:00 or 02:00:30",
-            })
-    }
 }
 
 #[cfg(test)]

@@ -353,6 +353,7 @@ impl EventHandler {
             .renderer
             .render(&moment.facts(), &recipient, &other)
             .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let trace = skileez_telemetry::propagation::current();
         let base = NewDelivery {
             call_id: parsed.call_id,
             chain_id: parsed.chain_id,
@@ -367,6 +368,11 @@ impl EventHandler {
             message: None,
             note: None,
             event_id: parsed.event_id,
+            traceparent: trace.as_ref().map(|t| t.traceparent.as_str()),
+            tracestate: trace
+                .as_ref()
+                .map(|t| t.tracestate.as_str())
+                .filter(|s| !s.is_empty()),
         };
 
         // In the app.

@@ -65,7 +65,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic_health::ServingStatus;
 
 use crate::cards::Cards;
 pub use crate::config::Config;
@@ -81,6 +80,8 @@ use crate::worker::DeliveryWorker;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Admin(#[from] skileez_telemetry::admin::AdminError),
     #[error("cannot connect to PostgreSQL: {0}")]
     Database(#[source] sqlx::Error),
     #[error("cannot bind {what} {addr}: {source}")]
@@ -242,9 +243,13 @@ impl Application {
             wake,
         });
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        tasks.spawn(report_health(
+        tasks.spawn(skileez_telemetry::health::watch_postgres(
             pool.clone(),
-            health_reporter,
+            "notifications",
+            Some(skileez_telemetry::health::GrpcHealth {
+                reporter: health_reporter,
+                services: HEALTH_NAMES,
+            }),
             shutdown.clone(),
         ));
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -261,6 +266,7 @@ impl Application {
             // Browsers: gRPC-Web over HTTP/1.1 and CORS for the web app.
             .accept_http1(true)
             .layer(skileez_web::layer(&config.cors_origins))
+            .layer(skileez_telemetry::grpc::ServerLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -312,6 +318,24 @@ fn incoming(
     })
 }
 
+/// The notifications service as a process (its own binary and `skileez serve`): the
+/// configuration from the environment, the admin port
+/// (`SKILEEZ_METRICS_ADDR`), then [`Application::run`] until `shutdown`.
+/// The bound addresses go to stdout, where scripts and tests read them.
+pub async fn serve_from_env(shutdown: CancellationToken) -> Result<(), StartError> {
+    let config = Config::from_env()?;
+    let admin = skileez_telemetry::process::start_admin(&shutdown).await?;
+    let app = Application::build(config).await?;
+    println!("notifications listening on {}", app.local_addr());
+    if let Some(ws) = app.ws_addr() {
+        println!("live WebSocket on {}", ws::url(ws));
+    }
+    if let Some(admin) = admin {
+        println!("admin on {admin}");
+    }
+    app.run(shutdown).await
+}
+
 /// Builds and runs the service: the entry point of `main` and `skileez dev`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     Application::build(config).await?.run(shutdown).await
@@ -345,24 +369,17 @@ async fn run_bus_tasks(parts: BusTasks, tasks: TaskTracker, shutdown: Cancellati
         stream_replicas: config.stream_replicas,
         ..skileez_bus::BusConfig::default()
     };
-    let mut backoff = Duration::from_millis(200);
-    let bus = loop {
-        let connected =
-            match skileez_bus::Bus::connect_named(&bus_config, "skileez-notifications").await {
-                Ok(bus) => bus.ensure_topology().await.map(|()| bus),
-                Err(error) => Err(error),
-            };
-        match connected {
-            Ok(bus) => break bus,
-            Err(error) => {
-                tracing::warn!(%error, "NATS unavailable; no new notifications until it answers; retrying in {backoff:?}");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
+    let Some(bus) = skileez_bus::connect_until_up(
+        &bus_config,
+        "skileez-notifications",
+        "notifications",
+        "no new notifications until it answers",
+        &tasks,
+        &shutdown,
+    )
+    .await
+    else {
+        return;
     };
     cards.connect(bus.clone());
     tasks.spawn(hub.run(
@@ -447,38 +464,3 @@ const HEALTH_NAMES: &[&str] = &[
     "skileez.notifications.v1.NotificationService",
     "skileez.notifications.v1.DeliveryService",
 ];
-
-/// Serving only while PostgreSQL answers: without it no request can succeed.
-async fn report_health(
-    pool: PgPool,
-    reporter: tonic_health::server::HealthReporter,
-    shutdown: CancellationToken,
-) {
-    let mut last = None;
-    loop {
-        let ok = tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::query("SELECT 1").execute(&pool),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok());
-        let status = if ok {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        if last != Some(status) {
-            if !ok {
-                tracing::warn!("PostgreSQL does not answer: reporting NOT_SERVING");
-            }
-            for name in HEALTH_NAMES {
-                reporter.set_service_status(*name, status).await;
-            }
-            last = Some(status);
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(if ok { 5 } else { 1 })) => {}
-        }
-    }
-}

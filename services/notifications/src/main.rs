@@ -1,49 +1,17 @@
 //! `skileez-notifications`: the notifications service as its own process.
-//! Reads its configuration from the environment (see `config.rs`), runs
-//! until SIGTERM or Ctrl-C, then drains.
+//! Reads its configuration from the environment (see `config.rs`), serves
+//! the admin port (`SKILEEZ_METRICS_ADDR`), runs until SIGTERM or Ctrl-C,
+//! then drains and flushes its last spans.
 
-use anyhow::Context as _;
-use skileez_notifications::Config;
+use skileez_telemetry::process;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let config = Config::from_env()?;
-    let app = skileez_notifications::Application::build(config)
-        .await
-        .context("starting the notifications service")?;
-    // Scripts and tests read this line.
-    println!("notifications listening on {}", app.local_addr());
+    let telemetry = skileez_telemetry::init("skileez-notifications")?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    app.run(shutdown).await?;
-    Ok(())
-}
-
-/// Cancels `shutdown` on Ctrl-C or SIGTERM.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
-    shutdown.cancel();
+    tokio::spawn(process::cancel_on_signal(shutdown.clone()));
+    let result = skileez_notifications::serve_from_env(shutdown).await;
+    telemetry.shutdown().await;
+    Ok(result?)
 }

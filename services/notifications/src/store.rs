@@ -129,6 +129,10 @@ pub struct NewDelivery<'a> {
     /// Why it was skipped or went stale.
     pub note: Option<&'a str>,
     pub event_id: Uuid,
+    /// The trace the consumer handled the event in (W3C), continued by the
+    /// worker's SMTP span.
+    pub traceparent: Option<&'a str>,
+    pub tracestate: Option<&'a str>,
 }
 
 /// Inserts a delivery unless one exists for its (call, kind, recipient,
@@ -141,9 +145,11 @@ pub async fn insert_delivery(
     sqlx::query_scalar(
         "INSERT INTO notification_deliveries
              (call_id, chain_id, kind, recipient_id, channel, state, address, message_id,
-              invite_method, invite_sequence, message, next_attempt_at, last_error, event_id, sent_at)
+              invite_method, invite_sequence, message, next_attempt_at, last_error, event_id, sent_at,
+              traceparent, tracestate)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                 CASE WHEN $12 THEN now() END, $13, $14, CASE WHEN $6 = 'sent' THEN now() END)
+                 CASE WHEN $12 THEN now() END, $13, $14, CASE WHEN $6 = 'sent' THEN now() END,
+                 $15, $16)
          ON CONFLICT ON CONSTRAINT notification_deliveries_once DO NOTHING
          RETURNING delivery_id",
     )
@@ -161,6 +167,8 @@ pub async fn insert_delivery(
     .bind(pending)
     .bind(d.note)
     .bind(d.event_id)
+    .bind(d.traceparent)
+    .bind(d.tracestate)
     .fetch_optional(conn)
     .await
 }
@@ -528,6 +536,8 @@ pub struct Claimed {
     pub message: Option<Vec<u8>>,
     /// This attempt's number; also the fence of its settle.
     pub attempts: i32,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 /// Leases up to `limit` due e-mail deliveries for `lease` and counts an
@@ -559,7 +569,8 @@ pub async fn claim_due(
              updated_at = now()
          FROM due WHERE d.delivery_id = due.delivery_id
          RETURNING d.delivery_id, d.call_id, d.chain_id, d.kind, d.recipient_id, d.address,
-                   d.message_id, d.invite_method, d.invite_sequence, d.message, d.attempts",
+                   d.message_id, d.invite_method, d.invite_sequence, d.message, d.attempts,
+                   d.traceparent, d.tracestate",
     )
     .bind(limit)
     .bind(lease_ms as f64)

@@ -20,10 +20,12 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use skileez_telemetry::propagation;
 use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::cards::Cards;
@@ -104,7 +106,36 @@ impl DeliveryWorker {
     /// One attempt at one delivery, recorded.
     async fn attempt(&self, delivery: Claimed) {
         let kind = NotificationKind::parse(&delivery.kind);
-        let outcome = self.outcome(&delivery, kind).await;
+        // The hand-off continues the trace of the event that caused it.
+        let span = tracing::info_span!(
+            "smtp.send",
+            otel.name = "smtp send",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            skileez.call_id = %delivery.call_id,
+            skileez.notification.kind = %delivery.kind,
+            skileez.delivery_id = delivery.delivery_id,
+            skileez.delivery.attempt = delivery.attempts,
+            outcome = tracing::field::Empty,
+        );
+        propagation::set_parent(
+            &span,
+            delivery.traceparent.as_deref(),
+            delivery.tracestate.as_deref(),
+        );
+        let outcome = self.outcome(&delivery, kind).instrument(span.clone()).await;
+        span.record(
+            "outcome",
+            match &outcome {
+                Outcome::Sent => "sent",
+                Outcome::Retry { .. } => "retry",
+                Outcome::Dead { .. } => "dead",
+                Outcome::Stale { .. } => "stale",
+            },
+        );
+        if matches!(outcome, Outcome::Retry { .. } | Outcome::Dead { .. }) {
+            span.record("otel.status_code", "ERROR");
+        }
         let state = match &outcome {
             Outcome::Sent => DeliveryState::Sent,
             Outcome::Retry { .. } => DeliveryState::Pending,

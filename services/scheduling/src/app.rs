@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 
 use crate::{
     auth::{Principal, role_name},
+    counters::Count,
     error::ApiError,
     repo::{self, StoredAnswer},
 };
@@ -247,6 +248,7 @@ impl Scheduler {
         }
 
         let plan = Plan::new(call_id, state, decided);
+        let counts = plan.counts();
         // A booking also locks its coach's availability stream: see
         // `enforce_coach_rules`.
         let coaches: Vec<String> = plan
@@ -319,6 +321,9 @@ impl Scheduler {
             }
         }
         uow.commit().await.map_err(ApiError::from)?;
+        for count in &counts {
+            count.record();
+        }
         // Wakes this instance's feed and relay at once, and (through the
         // waker task in lib.rs) the relays of other instances.
         self.committed.notify_waiters();
@@ -513,6 +518,14 @@ pub(crate) fn event_metadata(
     if let Some(key) = request {
         metadata.insert("request_id".into(), key.request_id.clone().into());
     }
+    // The request's trace, so the relay's publish and every consumer
+    // continue it, however much later they run.
+    if let Some(trace) = skileez_telemetry::propagation::current() {
+        metadata.insert("traceparent".into(), trace.traceparent.into());
+        if !trace.tracestate.is_empty() {
+            metadata.insert("tracestate".into(), trace.tracestate.into());
+        }
+    }
     serde_json::Value::Object(metadata)
 }
 
@@ -548,6 +561,22 @@ enum ContractEffect {
 }
 
 impl Plan {
+    /// The business counters the decided events move once committed.
+    fn counts(&self) -> Vec<Count> {
+        self.streams
+            .iter()
+            .filter_map(|(id, _, events)| {
+                let kind = self.after.iter().find(|call| call.id == *id)?.kind;
+                Some(
+                    events
+                        .iter()
+                        .filter_map(move |event| Count::of(kind, event)),
+                )
+            })
+            .flatten()
+            .collect()
+    }
+
     fn new(call_id: CallId, state: Option<Call>, decided: Vec<Decided>) -> Self {
         let mut streams: Vec<(CallId, ExpectedVersion, Vec<CallEvent>)> = Vec::new();
         let mut states: Vec<Option<Call>> = Vec::new();

@@ -56,7 +56,7 @@ impl Config {
         let policy = env.policy()?;
 
         Ok(Config {
-            database_url: SecretString::from(env.string_or("DATABASE_URL", DEFAULT_DATABASE_URL)),
+            database_url: env.database_url(DEFAULT_DATABASE_URL)?,
             database_max_connections: env.number("SKILEEZ_DATABASE_MAX_CONNECTIONS", 16)?,
             nats_url: env.string_or("NATS_URL", DEFAULT_NATS_URL),
             grpc_addr: env.parse(

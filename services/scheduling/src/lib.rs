@@ -11,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub mod availability;
 pub mod config;
+mod counters;
 pub mod error;
 pub mod feed;
 pub mod ingest;
@@ -27,7 +28,6 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic_health::ServingStatus;
 
 pub use crate::config::Config;
 use crate::{api::Shared, app::Scheduler, auth::Authenticator, feed::FeedHub};
@@ -37,6 +37,8 @@ use crate::{api::Shared, app::Scheduler, auth::Authenticator, feed::FeedHub};
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Admin(#[from] skileez_telemetry::admin::AdminError),
     #[error("cannot connect to PostgreSQL: {0}")]
     Database(#[source] sqlx::Error),
     #[error("cannot bind the gRPC address {addr}: {source}")]
@@ -144,9 +146,13 @@ impl Application {
         }
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        tasks.spawn(report_health(
+        tasks.spawn(skileez_telemetry::health::watch_postgres(
             pool.clone(),
-            health_reporter,
+            "scheduling",
+            Some(skileez_telemetry::health::GrpcHealth {
+                reporter: health_reporter,
+                services: HEALTH_NAMES,
+            }),
             shutdown.clone(),
         ));
 
@@ -165,6 +171,7 @@ impl Application {
             // Browsers: gRPC-Web over HTTP/1.1 and CORS for the web app.
             .accept_http1(true)
             .layer(skileez_web::layer(&config.cors_origins))
+            .layer(skileez_telemetry::grpc::ServerLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -211,6 +218,21 @@ fn incoming(
     })
 }
 
+/// The scheduling service as a process (its own binary and `skileez serve`): the
+/// configuration from the environment, the admin port
+/// (`SKILEEZ_METRICS_ADDR`), then [`Application::run`] until `shutdown`.
+/// The bound addresses go to stdout, where scripts and tests read them.
+pub async fn serve_from_env(shutdown: CancellationToken) -> Result<(), StartError> {
+    let config = Config::from_env()?;
+    let admin = skileez_telemetry::process::start_admin(&shutdown).await?;
+    let app = Application::build(config).await?;
+    println!("scheduling service on {}", app.local_addr());
+    if let Some(admin) = admin {
+        println!("admin on {admin}");
+    }
+    app.run(shutdown).await
+}
+
 /// Builds and runs the service: the entry point of `main` and `skileez dev`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     Application::build(config).await?.run(shutdown).await
@@ -230,23 +252,17 @@ async fn run_bus_tasks(
         stream_replicas: config.stream_replicas,
         ..skileez_bus::BusConfig::default()
     };
-    let mut backoff = Duration::from_millis(200);
-    let bus = loop {
-        let connected = match skileez_bus::Bus::connect(&bus_config).await {
-            Ok(bus) => bus.ensure_topology().await.map(|()| bus),
-            Err(error) => Err(error),
-        };
-        match connected {
-            Ok(bus) => break bus,
-            Err(error) => {
-                tracing::warn!(%error, "NATS unavailable; events wait in the store; retrying in {backoff:?}");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
+    let Some(bus) = skileez_bus::connect_until_up(
+        &bus_config,
+        "skileez-scheduling",
+        "scheduling",
+        "events wait in the store",
+        &tasks,
+        &shutdown,
+    )
+    .await
+    else {
+        return;
     };
     if config.relay {
         let relay = relay::Relay {
@@ -319,38 +335,3 @@ const HEALTH_NAMES: &[&str] = &[
     "skileez.scheduling.v1.DirectoryService",
     "skileez.scheduling.v1.AvailabilityService",
 ];
-
-/// Serving only while PostgreSQL answers: without it no request can succeed.
-async fn report_health(
-    pool: PgPool,
-    reporter: tonic_health::server::HealthReporter,
-    shutdown: CancellationToken,
-) {
-    let mut last = None;
-    loop {
-        let ok = tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::query("SELECT 1").execute(&pool),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok());
-        let status = if ok {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        if last != Some(status) {
-            if !ok {
-                tracing::warn!("PostgreSQL does not answer: reporting NOT_SERVING");
-            }
-            for name in HEALTH_NAMES {
-                reporter.set_service_status(*name, status).await;
-            }
-            last = Some(status);
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(if ok { 5 } else { 1 })) => {}
-        }
-    }
-}

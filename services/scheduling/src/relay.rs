@@ -28,9 +28,11 @@ use skileez_bus::{Bus, OutgoingEvent};
 use skileez_domain::Policy;
 use skileez_eventstore::{EventStore, FeedPosition};
 use skileez_proto::call::CallCard;
+use skileez_telemetry::propagation;
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgListener};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::{
     error::ApiError,
@@ -116,6 +118,10 @@ impl Relay {
         metrics::gauge!("skileez_relay_leader").set(1.0);
         let result = self.relay(&mut lock, shutdown).await;
         metrics::gauge!("skileez_relay_leader").set(0.0);
+        // The lag is the leader's to report: a stale figure here would
+        // sum with the new leader's on a dashboard.
+        metrics::gauge!("skileez_relay_lag_events").set(0.0);
+        metrics::gauge!("skileez_relay_lag_seconds").set(0.0);
         // Closing the session releases the advisory lock.
         let _ = lock.close().await;
         result
@@ -176,9 +182,17 @@ impl Relay {
                 // Still the leader? A dead lock connection means another
                 // instance may have taken over. Asked while the batch's
                 // streams are read, so it costs no round trip of its own.
+                // A batch is a unit of work worth seeing on its own (how long
+                // the relay takes to read what it publishes); each event's
+                // publish span continues the trace of the request behind it.
+                let batch = tracing::info_span!(
+                    "relay.batch",
+                    otel.name = "relay batch",
+                    events = records.len(),
+                );
                 let (alive, changes) = tokio::join!(
                     sqlx::query("SELECT 1").execute(&mut *lock),
-                    feed::to_changes(&self.store, &self.policy, &records)
+                    feed::to_changes(&self.store, &self.policy, &records).instrument(batch)
                 );
                 alive?;
                 let changes = changes?;
@@ -216,9 +230,49 @@ impl Relay {
         }
     }
 
+    /// Publishes a batch, each event in a producer span that continues the
+    /// trace of the request that committed it; the span's context, not the
+    /// request's, goes out in `traceparent`, so consumers hang off it.
     async fn publish(&self, changes: &[Change]) -> Result<(), (usize, skileez_bus::BusError)> {
-        let events = changes.iter().map(|change| self.outgoing(change)).collect();
-        self.bus.publish_batch(events).await.map(|_| ())
+        let mut spans = Vec::with_capacity(changes.len());
+        let events = changes
+            .iter()
+            .map(|change| {
+                let mut event = self.outgoing(change);
+                let span = tracing::info_span!(
+                    "publish",
+                    otel.name = "publish CALL_EVENTS",
+                    otel.kind = "producer",
+                    otel.status_code = tracing::field::Empty,
+                    messaging.system = "nats",
+                    messaging.operation.type = "send",
+                    messaging.operation.name = "publish",
+                    messaging.destination.name = %event.subject,
+                    messaging.message.id = %event.event_id,
+                    skileez.call_id = %event.subject_id,
+                    error.type = tracing::field::Empty,
+                );
+                propagation::set_parent(
+                    &span,
+                    event.traceparent.as_deref(),
+                    event.tracestate.as_deref(),
+                );
+                if let Some(headers) = propagation::of_span(&span) {
+                    event.traceparent = Some(headers.traceparent);
+                    event.tracestate = Some(headers.tracestate).filter(|s| !s.is_empty());
+                }
+                spans.push(span);
+                event
+            })
+            .collect();
+        let published = self.bus.publish_batch(events).await;
+        if let Err((acked, error)) = &published {
+            for span in spans.iter().skip(*acked) {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", tracing::field::display(error));
+            }
+        }
+        published.map(|_| ())
     }
 
     fn outgoing(&self, change: &Change) -> OutgoingEvent {

@@ -21,6 +21,7 @@ use skileez_scheduling::{
     auth::{TokenIssuer, parse_role},
     config::{self, Config, JwtKey},
 };
+use skileez_telemetry::process;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -38,6 +39,12 @@ struct Cli {
 enum Commands {
     /// Runs every service in one process (applies migrations first).
     Dev,
+    /// Runs one service as its own process, as a deployment does (no
+    /// migrations: run `skileez migrate` first).
+    Serve {
+        #[arg(value_enum)]
+        service: Service,
+    },
     /// Applies the database migrations and exits.
     Migrate,
     /// Mints a development token (HS256, with SKILEEZ_JWT_SECRET[_FILE]).
@@ -68,6 +75,13 @@ enum Commands {
     Bench(bench::BenchArgs),
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Service {
+    Scheduling,
+    Timers,
+    Notifications,
+}
+
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum OutputFormat {
     #[default]
@@ -75,28 +89,48 @@ pub enum OutputFormat {
     Json,
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Commands::Dev => {
-            init_tracing();
-            dev().await
+            let telemetry = skileez_telemetry::init("skileez")?;
+            let result = dev().await;
+            telemetry.shutdown().await;
+            result
+        }
+        Commands::Serve { service } => {
+            let name = match service {
+                Service::Scheduling => "skileez-scheduling",
+                Service::Timers => "skileez-timers",
+                Service::Notifications => "skileez-notifications",
+            };
+            let telemetry = skileez_telemetry::init(name)?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(process::cancel_on_signal(shutdown.clone()));
+            let result = match service {
+                Service::Scheduling => skileez_scheduling::serve_from_env(shutdown)
+                    .await
+                    .map_err(anyhow::Error::from),
+                Service::Timers => skileez_timers::serve_from_env(shutdown)
+                    .await
+                    .map_err(anyhow::Error::from),
+                Service::Notifications => skileez_notifications::serve_from_env(shutdown)
+                    .await
+                    .map_err(anyhow::Error::from),
+            };
+            telemetry.shutdown().await;
+            result
         }
         Commands::Migrate => {
-            init_tracing();
-            let config = Config::from_env()?;
-            let pool = skileez_scheduling::connect(&config).await?;
+            let _telemetry = skileez_telemetry::init("skileez")?;
+            // Only the database: a migration Job holds no other secret.
+            let url = skileez_config::Env::process().database_url(config::DEFAULT_DATABASE_URL)?;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(url.expose_secret())
+                .await
+                .context("connecting to PostgreSQL (DATABASE_URL or DATABASE_URL_FILE)")?;
             skileez_eventstore::MIGRATOR
                 .run(&pool)
                 .await
@@ -134,27 +168,6 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Cancels `shutdown` on Ctrl-C or SIGTERM (what a process manager sends).
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
-    shutdown.cancel();
-}
-
 /// What `skileez dev` gives the notification service unless the
 /// environment says otherwise: the WebSocket on (the service alone leaves
 /// it off), and the local mail catcher of `deploy/local/run.sh`.
@@ -181,9 +194,15 @@ async fn dev() -> anyhow::Result<()> {
         .context("applying migrations")?;
     tracing::info!("migrations applied");
     let shutdown = CancellationToken::new();
+    // One admin port for the three services: the metrics recorder and the
+    // readiness checks are the process's.
+    let admin = process::start_admin(&shutdown).await?;
     let app = skileez_scheduling::Application::build_with_pool(config, pool.clone()).await?;
-    // Scripts and tests read the bound address from this line.
+    // Scripts and tests read the bound addresses from these lines.
     println!("scheduling service on {}", app.local_addr());
+    if let Some(admin) = admin {
+        println!("admin on {admin}");
+    }
     let timers = if service_on("SKILEEZ_TIMERS") {
         let mut timers_config = skileez_timers::Config::from_env()?;
         timers_config.scheduling_url = format!("http://{}", app.local_addr());
@@ -213,7 +232,7 @@ async fn dev() -> anyhow::Result<()> {
     } else {
         None
     };
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(process::cancel_on_signal(shutdown.clone()));
     // One failing stops the others: the process runs all or nothing.
     let until_done = |result: anyhow::Result<()>| {
         shutdown.cancel();

@@ -369,6 +369,7 @@ fn spawn_timers(db: &TestDatabase, stub: std::net::SocketAddr) -> anyhow::Result
         .env("SKILEEZ_SERVICE_TOKEN", "bench-token")
         .env("SKILEEZ_TIMERS_CONSUME", "false")
         .env("SKILEEZ_TIMERS_INSTANCE", "bench")
+        .env("SKILEEZ_METRICS_ADDR", "127.0.0.1:0")
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),

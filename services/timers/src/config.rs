@@ -105,7 +105,7 @@ impl Config {
         let max_attempts = env.positive("SKILEEZ_TIMERS_MAX_ATTEMPTS", 20u32)?;
 
         Ok(Config {
-            database_url: SecretString::from(env.string_or("DATABASE_URL", DEFAULT_DATABASE_URL)),
+            database_url: env.database_url(DEFAULT_DATABASE_URL)?,
             database_max_connections: env.number("SKILEEZ_TIMERS_DATABASE_MAX_CONNECTIONS", 8)?,
             nats_url: env.string_or("NATS_URL", DEFAULT_NATS_URL),
             stream_replicas: env.number("SKILEEZ_STREAM_REPLICAS", 1)?,

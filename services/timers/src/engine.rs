@@ -39,6 +39,7 @@ use std::sync::{
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use skileez_telemetry::propagation;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
@@ -236,22 +237,26 @@ async fn fire_one(
         let _ = settled.send((timer, Settle::Release { at })).await;
         return;
     };
-    let traceparent = new_traceparent();
     let sent_at = Utc::now();
     let lateness = (sent_at - timer.due_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-    // A new trace for the firing, linked to the booking's (OpenTelemetry is
-    // not wired yet: the link is a field until it is).
+    // A new trace for the firing, linked to the booking's: the firing is
+    // caused by the booking, but hours or days later, and a trace that long
+    // would be one nobody can read.
     let span = tracing::info_span!(
         parent: None,
         "timer.fire",
-        call_id = %timer.call_id,
-        kind = %timer.kind,
-        attempt = timer.attempts,
-        lateness_s = lateness,
-        traceparent = %traceparent,
-        link.traceparent = timer.traceparent.as_deref().unwrap_or(""),
+        otel.name = format_args!("fire {}", timer.kind),
+        skileez.call_id = %timer.call_id,
+        skileez.timer.kind = %timer.kind,
+        skileez.timer.attempt = timer.attempts,
+        skileez.timer.lateness_s = lateness,
         outcome = tracing::field::Empty,
     );
+    propagation::new_root_linked(&span, timer.traceparent.as_deref(), None);
+    // Without an OpenTelemetry layer (benchmarks) the span has no context:
+    // scheduling still gets a fresh root of its own.
+    let traceparent =
+        propagation::of_span(&span).map_or_else(new_traceparent, |trace| trace.traceparent);
     let settle = firer
         .fire(&timer, &traceparent)
         .instrument(span.clone())

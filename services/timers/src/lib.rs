@@ -59,6 +59,8 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Admin(#[from] skileez_telemetry::admin::AdminError),
     #[error("cannot connect to PostgreSQL: {0}")]
     Database(#[source] sqlx::Error),
     #[error("SKILEEZ_SCHEDULING_URL={url:?} is not a valid URL: {source}")]
@@ -140,9 +142,16 @@ impl Application {
                 config.clone(),
                 pool.clone(),
                 wake.clone(),
+                tasks.clone(),
                 shutdown.clone(),
             ));
         }
+        tasks.spawn(skileez_telemetry::health::watch_postgres(
+            pool.clone(),
+            "timers",
+            None,
+            shutdown.clone(),
+        ));
         tasks.spawn(engine::listen(
             config.database_url.expose_secret().to_owned(),
             wake.clone(),
@@ -172,6 +181,21 @@ impl Application {
     }
 }
 
+/// The timers service as a process (its own binary and `skileez serve`): the
+/// configuration from the environment, the admin port
+/// (`SKILEEZ_METRICS_ADDR`), then [`Application::run`] until `shutdown`.
+/// The bound addresses go to stdout, where scripts and tests read them.
+pub async fn serve_from_env(shutdown: CancellationToken) -> Result<(), StartError> {
+    let config = Config::from_env()?;
+    let admin = skileez_telemetry::process::start_admin(&shutdown).await?;
+    let app = Application::build(config).await?;
+    println!("timers instance {}", app.instance_id());
+    if let Some(admin) = admin {
+        println!("admin on {admin}");
+    }
+    app.run(shutdown).await
+}
+
 /// Builds and runs the service: the entry point of `main` and `skileez dev`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     Application::build(config).await?.run(shutdown).await
@@ -179,7 +203,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
 
 /// Connects to NATS (retrying until it answers: timers already written keep
 /// firing meanwhile) and runs the call-event consumer.
-async fn consume(config: Config, pool: PgPool, wake: Arc<Wake>, shutdown: CancellationToken) {
+async fn consume(
+    config: Config,
+    pool: PgPool,
+    wake: Arc<Wake>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
     let bus_config = skileez_bus::BusConfig {
         url: config.nats_url.clone(),
         stream_replicas: config.stream_replicas,
@@ -191,36 +221,47 @@ async fn consume(config: Config, pool: PgPool, wake: Arc<Wake>, shutdown: Cancel
         wake,
         max_idle: config.max_idle,
     });
+    // Once connected, async-nats reconnects by itself: only the consumer
+    // is restarted when it fails.
+    let Some(bus) = skileez_bus::connect_until_up(
+        &bus_config,
+        "skileez-timers",
+        "timers",
+        "timers already written keep firing",
+        &tasks,
+        &shutdown,
+    )
+    .await
+    else {
+        return;
+    };
+    let mut consumer = skileez_bus::ConsumerConfig::new(
+        CONSUMER,
+        &bus.names().call_stream,
+        vec![bus.names().call_subjects()],
+    );
+    // A call event waiting for its predecessor (on another instance) comes
+    // back quickly; a missed cancel is harmless (the aggregate refuses the
+    // stale command) but a missed booking is not, so retry for long before
+    // dead-lettering.
+    consumer.backoff = vec![
+        Duration::from_millis(100),
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+        Duration::from_secs(30),
+    ];
+    consumer.max_deliver = 20;
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
-        let bus = match skileez_bus::Bus::connect_named(&bus_config, "skileez-timers").await {
-            Ok(bus) => bus.ensure_topology().await.map(|()| bus),
-            Err(error) => Err(error),
-        };
-        let result = match bus {
-            Ok(bus) => {
-                let mut consumer = skileez_bus::ConsumerConfig::new(
-                    CONSUMER,
-                    &bus.names().call_stream,
-                    vec![bus.names().call_subjects()],
-                );
-                // A call event waiting for its predecessor (on another
-                // instance) comes back quickly; a missed cancel is harmless
-                // (the aggregate refuses the stale command) but a missed
-                // booking is not, so retry for long before dead-lettering.
-                consumer.backoff = vec![
-                    Duration::from_millis(100),
-                    Duration::from_millis(500),
-                    Duration::from_secs(2),
-                    Duration::from_secs(10),
-                    Duration::from_secs(30),
-                ];
-                consumer.max_deliver = 20;
-                skileez_bus::run_consumer(bus, consumer, handler.clone(), shutdown.clone()).await
-            }
-            Err(error) => Err(error),
-        };
-        match result {
+        match skileez_bus::run_consumer(
+            bus.clone(),
+            consumer.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        )
+        .await
+        {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(%error, "call-event consumer interrupted; retrying in {backoff:?}");

@@ -196,6 +196,8 @@ impl TestEnv {
     pub fn spawn_process(&self) -> tokio::process::Child {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_skileez-notifications"))
             .envs(self.vars())
+            // Side by side with other tests: no fixed admin port.
+            .env("SKILEEZ_METRICS_ADDR", "127.0.0.1:0")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),

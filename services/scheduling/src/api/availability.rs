@@ -91,7 +91,7 @@ fn coach_id(value: &str) -> Result<UserId, ApiError> {
 #[tonic::async_trait]
 impl pb::availability_service_server::AvailabilityService for AvailabilityApi {
     #[tracing::instrument(
-        name = "skileez.scheduling.v1.AvailabilityService/SetCoachAvailability",
+        name = "SetCoachAvailability",
         skip_all,
         fields(coach_id = %request.get_ref().coach_id)
     )]
@@ -132,7 +132,7 @@ impl pb::availability_service_server::AvailabilityService for AvailabilityApi {
     }
 
     #[tracing::instrument(
-        name = "skileez.scheduling.v1.AvailabilityService/ClearCoachAvailability",
+        name = "ClearCoachAvailability",
         skip_all,
         fields(coach_id = %request.get_ref().coach_id)
     )]
@@ -167,7 +167,7 @@ impl pb::availability_service_server::AvailabilityService for AvailabilityApi {
     }
 
     #[tracing::instrument(
-        name = "skileez.scheduling.v1.AvailabilityService/GetCoachAvailability",
+        name = "GetCoachAvailability",
         skip_all,
         fields(coach_id = %request.get_ref().coach_id)
     )]
@@ -217,7 +217,7 @@ impl pb::availability_service_server::AvailabilityService for AvailabilityApi {
     }
 
     #[tracing::instrument(
-        name = "skileez.scheduling.v1.AvailabilityService/FindSlots",
+        name = "FindSlots",
         skip_all,
         fields(coach_id = %request.get_ref().coach_id)
     )]

@@ -183,10 +183,7 @@ pub fn validate_contract(c: &pb::Contract) -> Result<ContractSnapshot, ApiError>
 
 #[tonic::async_trait]
 impl pb::directory_service_server::DirectoryService for DirectoryApi {
-    #[tracing::instrument(
-        name = "skileez.scheduling.v1.DirectoryService/UpsertParticipant",
-        skip_all
-    )]
+    #[tracing::instrument(name = "UpsertParticipant", skip_all)]
     async fn upsert_participant(
         &self,
         request: Request<pb::UpsertParticipantRequest>,
@@ -204,10 +201,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         Ok(Response::new(participant_to_pb(saved)))
     }
 
-    #[tracing::instrument(
-        name = "skileez.scheduling.v1.DirectoryService/UpsertContract",
-        skip_all
-    )]
+    #[tracing::instrument(name = "UpsertContract", skip_all)]
     async fn upsert_contract(
         &self,
         request: Request<pb::UpsertContractRequest>,
@@ -235,10 +229,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         }
     }
 
-    #[tracing::instrument(
-        name = "skileez.scheduling.v1.DirectoryService/GetParticipant",
-        skip_all
-    )]
+    #[tracing::instrument(name = "GetParticipant", skip_all)]
     async fn get_participant(
         &self,
         request: Request<pb::GetParticipantRequest>,
@@ -255,7 +246,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         Ok(Response::new(participant_to_pb(row)))
     }
 
-    #[tracing::instrument(name = "skileez.scheduling.v1.DirectoryService/GetContract", skip_all)]
+    #[tracing::instrument(name = "GetContract", skip_all)]
     async fn get_contract(
         &self,
         request: Request<pb::GetContractRequest>,

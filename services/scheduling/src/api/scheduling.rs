@@ -235,10 +235,7 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::CallChange, Status>> + S
 
 #[tonic::async_trait]
 impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
-    #[tracing::instrument(
-        name = "skileez.scheduling.v1.SchedulingService/GetSchedulingOptions",
-        skip_all
-    )]
+    #[tracing::instrument(name = "GetSchedulingOptions", skip_all)]
     async fn get_scheduling_options(
         &self,
         request: Request<pb::GetSchedulingOptionsRequest>,
@@ -296,10 +293,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "skileez.scheduling.v1.SchedulingService/CheckAvailability",
-        skip_all
-    )]
+    #[tracing::instrument(name = "CheckAvailability", skip_all)]
     async fn check_availability(
         &self,
         request: Request<pb::CheckAvailabilityRequest>,
@@ -443,10 +437,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "skileez.scheduling.v1.SchedulingService/ScheduleFreeConsultation",
-        skip_all
-    )]
+    #[tracing::instrument(name = "ScheduleFreeConsultation", skip_all)]
     async fn schedule_free_consultation(
         &self,
         request: Request<pb::ScheduleFreeConsultationRequest>,
@@ -472,10 +463,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         ))
     }
 
-    #[tracing::instrument(
-        name = "skileez.scheduling.v1.SchedulingService/SchedulePaidSession",
-        skip_all
-    )]
+    #[tracing::instrument(name = "SchedulePaidSession", skip_all)]
     async fn schedule_paid_session(
         &self,
         request: Request<pb::SchedulePaidSessionRequest>,
@@ -501,7 +489,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         ))
     }
 
-    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/RescheduleCall", skip_all, fields(call_id = %request.get_ref().call_id))]
+    #[tracing::instrument(name = "RescheduleCall", skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn reschedule_call(
         &self,
         request: Request<pb::RescheduleCallRequest>,
@@ -548,7 +536,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/CancelCall", skip_all, fields(call_id = %request.get_ref().call_id))]
+    #[tracing::instrument(name = "CancelCall", skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn cancel_call(
         &self,
         request: Request<pb::CancelCallRequest>,
@@ -569,7 +557,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/JoinCall", skip_all, fields(call_id = %request.get_ref().call_id))]
+    #[tracing::instrument(name = "JoinCall", skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn join_call(
         &self,
         request: Request<pb::JoinCallRequest>,
@@ -585,7 +573,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/EndCall", skip_all, fields(call_id = %request.get_ref().call_id))]
+    #[tracing::instrument(name = "EndCall", skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn end_call(
         &self,
         request: Request<pb::EndCallRequest>,
@@ -601,7 +589,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/GetCall", skip_all, fields(call_id = %request.get_ref().call_id))]
+    #[tracing::instrument(name = "GetCall", skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn get_call(
         &self,
         request: Request<pb::GetCallRequest>,
@@ -622,7 +610,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         )))
     }
 
-    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/GetCallHistory", skip_all, fields(call_id = %request.get_ref().call_id))]
+    #[tracing::instrument(name = "GetCallHistory", skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn get_call_history(
         &self,
         request: Request<pb::GetCallHistoryRequest>,
@@ -646,7 +634,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         }))
     }
 
-    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/ListCalls", skip_all)]
+    #[tracing::instrument(name = "ListCalls", skip_all)]
     async fn list_calls(
         &self,
         request: Request<pb::ListCallsRequest>,
@@ -719,7 +707,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
 
     type WatchCallsStream = WatchStream;
 
-    #[tracing::instrument(name = "skileez.scheduling.v1.SchedulingService/WatchCalls", skip_all)]
+    #[tracing::instrument(name = "WatchCalls", skip_all)]
     async fn watch_calls(
         &self,
         request: Request<pb::WatchCallsRequest>,

@@ -50,7 +50,7 @@ impl TimerApi {
 
 #[tonic::async_trait]
 impl pb::call_timer_service_server::CallTimerService for TimerApi {
-    #[tracing::instrument(name = "skileez.scheduling.v1.CallTimerService/MarkCallReady", skip_all, fields(call_id = %request.get_ref().call_id))]
+    #[tracing::instrument(name = "MarkCallReady", skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn mark_call_ready(
         &self,
         request: Request<pb::TimerCommandRequest>,
@@ -65,7 +65,7 @@ impl pb::call_timer_service_server::CallTimerService for TimerApi {
         ))
     }
 
-    #[tracing::instrument(name = "skileez.scheduling.v1.CallTimerService/MarkCallMissed", skip_all, fields(call_id = %request.get_ref().call_id))]
+    #[tracing::instrument(name = "MarkCallMissed", skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn mark_call_missed(
         &self,
         request: Request<pb::TimerCommandRequest>,
@@ -80,7 +80,7 @@ impl pb::call_timer_service_server::CallTimerService for TimerApi {
         ))
     }
 
-    #[tracing::instrument(name = "skileez.scheduling.v1.CallTimerService/TriggerReminder", skip_all, fields(call_id = %request.get_ref().call_id))]
+    #[tracing::instrument(name = "TriggerReminder", skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn trigger_reminder(
         &self,
         request: Request<pb::TriggerReminderRequest>,
@@ -101,7 +101,7 @@ impl pb::call_timer_service_server::CallTimerService for TimerApi {
         ))
     }
 
-    #[tracing::instrument(name = "skileez.scheduling.v1.CallTimerService/CompleteOverdueCall", skip_all, fields(call_id = %request.get_ref().call_id))]
+    #[tracing::instrument(name = "CompleteOverdueCall", skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn complete_overdue_call(
         &self,
         request: Request<pb::TimerCommandRequest>,

@@ -17,6 +17,8 @@ pub fn skileez() -> Command {
         .env("SKILEEZ_JWT_SECRET", SECRET)
         .env_remove("SKILEEZ_JWT_SECRET_FILE")
         .env_remove("SKILEEZ_TOKEN")
+        // Tests run side by side: no fixed admin port unless a test asks.
+        .env("SKILEEZ_METRICS_ADDR", "off")
         .env("RUST_LOG", "error");
     command
 }

@@ -175,6 +175,8 @@ impl World {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "warn")
+            // Side by side with other tests: no fixed admin port.
+            .env("SKILEEZ_METRICS_ADDR", "127.0.0.1:0")
             .envs(self.timers_env(instance, extra))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,18 @@
+//! `skileez-scheduling`: the scheduling service as its own process. Reads
+//! its configuration from the environment (see `config.rs`; migrations are
+//! applied beforehand by `skileez migrate`), serves the admin port
+//! (`SKILEEZ_METRICS_ADDR`), runs until SIGTERM or Ctrl-C, then drains and
+//! flushes its last spans.
+
+use skileez_telemetry::process;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let telemetry = skileez_telemetry::init("skileez-scheduling")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(process::cancel_on_signal(shutdown.clone()));
+    let result = skileez_scheduling::serve_from_env(shutdown).await;
+    telemetry.shutdown().await;
+    Ok(result?)
+}
