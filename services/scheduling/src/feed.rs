@@ -52,19 +52,20 @@ pub async fn to_changes(
     records: &[RecordedEvent],
 ) -> Result<Vec<Change>, ApiError> {
     // Streams are short, so a call's state after an event is cheapest to get
-    // by replaying its whole stream once per batch; all of the batch's
-    // streams are read in one round trip.
-    let mut wanted: Vec<String> = records
-        .iter()
-        .filter(|r| call_id_of_stream(&r.stream_id).is_some())
-        .map(|r| r.stream_id.clone())
-        .collect();
-    wanted.sort_unstable();
-    wanted.dedup();
+    // by replaying its whole stream once per batch. A stream whose every
+    // event up to the batch's last is in the batch (a new booking: the
+    // common case) replays from the batch itself; the others are read, all
+    // in one round trip.
+    let (whole, wanted) = split_by_history(records);
     let mut histories: HashMap<String, Vec<(CallEvent, Call)>> = HashMap::new();
-    let all = store.read_streams(&wanted).await?;
-    for stream in all.chunk_by(|a, b| a.stream_id == b.stream_id) {
-        histories.insert(stream[0].stream_id.clone(), replay_records(stream)?);
+    for stream in whole {
+        histories.insert(stream[0].stream_id.clone(), replay_records(&stream)?);
+    }
+    if !wanted.is_empty() {
+        let all = store.read_streams(&wanted).await?;
+        for stream in all.chunk_by(|a, b| a.stream_id == b.stream_id) {
+            histories.insert(stream[0].stream_id.clone(), replay_records(stream)?);
+        }
     }
     let people: Vec<&str> = histories
         .values()
@@ -89,6 +90,35 @@ pub async fn to_changes(
         }
     }
     Ok(changes)
+}
+
+/// The call streams of a batch split in two: those whose whole history up
+/// to their last event in the batch is in the batch (in version order), and
+/// the ids of the others, which must be read (sorted).
+fn split_by_history(records: &[RecordedEvent]) -> (Vec<Vec<RecordedEvent>>, Vec<String>) {
+    let mut in_batch: HashMap<&str, Vec<&RecordedEvent>> = HashMap::new();
+    for record in records
+        .iter()
+        .filter(|r| call_id_of_stream(&r.stream_id).is_some())
+    {
+        in_batch.entry(&record.stream_id).or_default().push(record);
+    }
+    let mut whole = Vec::new();
+    let mut wanted = Vec::new();
+    for (stream_id, mut events) in in_batch {
+        events.sort_unstable_by_key(|r| r.version);
+        let complete = events
+            .iter()
+            .enumerate()
+            .all(|(i, r)| usize::try_from(r.version).is_ok_and(|v| v == i + 1));
+        if complete {
+            whole.push(events.into_iter().cloned().collect());
+        } else {
+            wanted.push(stream_id.to_owned());
+        }
+    }
+    wanted.sort_unstable();
+    (whole, wanted)
 }
 
 /// The position just behind every transaction still in flight: reading from
@@ -182,5 +212,52 @@ impl FeedHub {
 impl Default for FeedHub {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(stream: &str, version: u64, position: i64) -> RecordedEvent {
+        RecordedEvent {
+            position,
+            tx_id: 1,
+            event_id: uuid::Uuid::now_v7(),
+            stream_id: stream.to_owned(),
+            stream_type: "call".to_owned(),
+            version,
+            event_type: "CallScheduled".to_owned(),
+            schema_version: 1,
+            payload: serde_json::Value::Null,
+            metadata: serde_json::Value::Null,
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn only_streams_whose_whole_history_is_in_the_batch_skip_the_read() {
+        let new = format!("call-{}", uuid::Uuid::nil());
+        let moved = format!("call-{}", uuid::Uuid::from_u128(1));
+        let gap = format!("call-{}", uuid::Uuid::from_u128(2));
+        let records = [
+            record(&new, 1, 1),
+            record(&moved, 3, 2),
+            record(&new, 2, 3),
+            record(&gap, 1, 4),
+            record(&gap, 3, 5),
+            record("coach-grace", 1, 6),
+        ];
+        let (whole, wanted) = split_by_history(&records);
+        assert_eq!(whole.len(), 1);
+        let versions: Vec<(String, u64)> = whole[0]
+            .iter()
+            .map(|r| (r.stream_id.clone(), r.version))
+            .collect();
+        assert_eq!(versions, vec![(new.clone(), 1), (new, 2)]);
+        // Coach streams are not call streams: neither replayed nor read.
+        let mut expected = vec![moved, gap];
+        expected.sort_unstable();
+        assert_eq!(wanted, expected);
     }
 }
