@@ -12,6 +12,7 @@
 //! Set `SKILEEZ_TEST_KEEP_DB=1` to keep the databases for a post-mortem.
 
 pub mod nats;
+pub mod pki;
 
 use std::str::FromStr;
 use std::sync::OnceLock;

@@ -32,6 +32,9 @@ pub struct Shared {
     pub watch_poll: Duration,
     /// Wakes the delivery worker.
     pub wake: Arc<tokio::sync::Notify>,
+    /// With client certificates verified (mTLS), a `service` token counts
+    /// only with one (as at scheduling).
+    pub service_needs_certificate: bool,
 }
 
 impl Shared {
@@ -47,7 +50,16 @@ impl Shared {
                 })
             })
             .transpose()?;
-        Ok(self.auth.authenticate(header)?)
+        let principal = self.auth.authenticate(header)?;
+        if self.service_needs_certificate
+            && principal.role == skileez_auth::Role::Service
+            && !skileez_edge::has_client_certificate(request)
+        {
+            return Err(ApiError::Unauthenticated(
+                "a service token is accepted only over mTLS, with a client certificate of the configured CA".to_owned(),
+            ));
+        }
+        Ok(principal)
     }
 }
 
@@ -95,6 +107,137 @@ fn parse_token(token: &str, prefix: char) -> Result<Option<i64>, ApiError> {
         .ok_or_else(|| ApiError::invalid("page_token", "not a token this service handed out"))
 }
 
+/// `ListNotifications`: the page size and the page token's position.
+pub fn validate_list_notifications(
+    request: &pb::ListNotificationsRequest,
+) -> Result<(i64, Option<i64>), ApiError> {
+    let limit = page_size(
+        request.page_size,
+        DEFAULT_NOTIFICATION_PAGE,
+        MAX_NOTIFICATION_PAGE,
+        "page_size",
+    )?;
+    let before = parse_token(&request.page_token, 'n')?;
+    Ok((limit, before))
+}
+
+/// `MarkRead`: the notifications to mark, `None` for all of them.
+pub fn validate_mark_read(request: &pb::MarkReadRequest) -> Result<Option<Vec<Uuid>>, ApiError> {
+    match (request.all, request.notification_ids.is_empty()) {
+        (true, true) => Ok(None),
+        (true, false) => Err(ApiError::invalid(
+            "notification_ids",
+            "must be empty when `all` is set",
+        )),
+        (false, true) => Err(ApiError::invalid(
+            "notification_ids",
+            "name at least one notification, or set `all`",
+        )),
+        (false, false) => {
+            if request.notification_ids.len() > MAX_MARK_READ_IDS {
+                return Err(ApiError::invalid(
+                    "notification_ids",
+                    format!("at most {MAX_MARK_READ_IDS} at once"),
+                ));
+            }
+            let ids = request
+                .notification_ids
+                .iter()
+                .map(|id| Uuid::parse_str(id.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| ApiError::invalid("notification_ids", "each must be a UUID"))?;
+            Ok(Some(ids))
+        }
+    }
+}
+
+/// `ListDeliveries`: the filter (asking for one row more than a page, to
+/// tell whether another page follows) and the page size.
+pub fn validate_list_deliveries(
+    request: &pb::ListDeliveriesRequest,
+) -> Result<(DeliveryFilter, i64), ApiError> {
+    let mut violations = Vec::new();
+    let mut states = Vec::new();
+    for state in &request.states {
+        match pb::DeliveryState::try_from(*state)
+            .ok()
+            .and_then(DeliveryState::from_proto)
+        {
+            Some(state) => states.push(state),
+            None => violations.push(("states", format!("{state} is not a delivery state"))),
+        }
+    }
+    let call_id = match request.call_id.trim() {
+        "" => None,
+        id => match Uuid::parse_str(id) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                violations.push(("call_id", "must be a UUID".to_owned()));
+                None
+            }
+        },
+    };
+    let channel = match pb::Channel::try_from(request.channel) {
+        Ok(pb::Channel::Unspecified) => None,
+        Ok(pb::Channel::Email) => Some(Channel::Email),
+        Ok(pb::Channel::InApp) => Some(Channel::InApp),
+        Err(_) => {
+            violations.push(("channel", "unknown channel".to_owned()));
+            None
+        }
+    };
+    let limit = page_size(
+        request.page_size,
+        DEFAULT_DELIVERY_PAGE,
+        MAX_DELIVERY_PAGE,
+        "page_size",
+    );
+    let before = parse_token(&request.page_token, 'd');
+    let (limit, before) = match (limit, before) {
+        (Ok(limit), Ok(before)) if violations.is_empty() => (limit, before),
+        (limit, before) => {
+            let mut all: Vec<crate::error::Violation> = violations
+                .into_iter()
+                .map(|(field, description)| crate::error::Violation {
+                    field: field.to_owned(),
+                    description,
+                })
+                .collect();
+            for error in [limit.err(), before.err()].into_iter().flatten() {
+                if let ApiError::InvalidArgument(more) = error {
+                    all.extend(more);
+                }
+            }
+            return Err(ApiError::InvalidArgument(all));
+        }
+    };
+    let filter = DeliveryFilter {
+        states,
+        call_id,
+        recipient_id: Some(request.recipient_id.trim().to_owned()).filter(|r| !r.is_empty()),
+        channel,
+        before,
+        limit: limit + 1,
+    };
+    Ok((filter, limit))
+}
+
+/// `RetryDeadLetters`: the deliveries to retry, `None` for every dead one.
+pub fn validate_retry_dead_letters(
+    request: &pb::RetryDeadLettersRequest,
+) -> Result<Option<Vec<i64>>, ApiError> {
+    if request.delivery_ids.is_empty() {
+        return Ok(None);
+    }
+    request
+        .delivery_ids
+        .iter()
+        .map(|id| i64::try_from(*id))
+        .collect::<Result<_, _>>()
+        .map(Some)
+        .map_err(|_| ApiError::invalid("delivery_ids", "out of range"))
+}
+
 #[tonic::async_trait]
 impl pb::notification_service_server::NotificationService for NotificationApi {
     #[tracing::instrument(name = "ListNotifications", skip_all)]
@@ -104,13 +247,7 @@ impl pb::notification_service_server::NotificationService for NotificationApi {
     ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
         let caller = self.ctx.principal(&request)?;
         let request = request.into_inner();
-        let limit = page_size(
-            request.page_size,
-            DEFAULT_NOTIFICATION_PAGE,
-            MAX_NOTIFICATION_PAGE,
-            "page_size",
-        )?;
-        let before = parse_token(&request.page_token, 'n')?;
+        let (limit, before) = validate_list_notifications(&request)?;
         let rows = store::list_notifications(
             &self.ctx.pool,
             &caller.user_id,
@@ -147,39 +284,7 @@ impl pb::notification_service_server::NotificationService for NotificationApi {
     ) -> Result<Response<pb::MarkReadResponse>, Status> {
         let caller = self.ctx.principal(&request)?;
         let request = request.into_inner();
-        let ids = match (request.all, request.notification_ids.is_empty()) {
-            (true, true) => None,
-            (true, false) => {
-                return Err(ApiError::invalid(
-                    "notification_ids",
-                    "must be empty when `all` is set",
-                )
-                .into());
-            }
-            (false, true) => {
-                return Err(ApiError::invalid(
-                    "notification_ids",
-                    "name at least one notification, or set `all`",
-                )
-                .into());
-            }
-            (false, false) => {
-                if request.notification_ids.len() > MAX_MARK_READ_IDS {
-                    return Err(ApiError::invalid(
-                        "notification_ids",
-                        format!("at most {MAX_MARK_READ_IDS} at once"),
-                    )
-                    .into());
-                }
-                let ids = request
-                    .notification_ids
-                    .iter()
-                    .map(|id| Uuid::parse_str(id.trim()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| ApiError::invalid("notification_ids", "each must be a UUID"))?;
-                Some(ids)
-            }
-        };
+        let ids = validate_mark_read(&request)?;
         let marked = store::mark_read(&self.ctx.pool, &caller.user_id, ids.as_deref())
             .await
             .map_err(ApiError::from)?;
@@ -250,69 +355,7 @@ impl pb::delivery_service_server::DeliveryService for DeliveryApi {
     ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
         self.operator(&request, "ListDeliveries")?;
         let request = request.into_inner();
-        let mut violations = Vec::new();
-        let mut states = Vec::new();
-        for state in &request.states {
-            match pb::DeliveryState::try_from(*state)
-                .ok()
-                .and_then(DeliveryState::from_proto)
-            {
-                Some(state) => states.push(state),
-                None => violations.push(("states", format!("{state} is not a delivery state"))),
-            }
-        }
-        let call_id = match request.call_id.trim() {
-            "" => None,
-            id => match Uuid::parse_str(id) {
-                Ok(id) => Some(id),
-                Err(_) => {
-                    violations.push(("call_id", "must be a UUID".to_owned()));
-                    None
-                }
-            },
-        };
-        let channel = match pb::Channel::try_from(request.channel) {
-            Ok(pb::Channel::Unspecified) => None,
-            Ok(pb::Channel::Email) => Some(Channel::Email),
-            Ok(pb::Channel::InApp) => Some(Channel::InApp),
-            Err(_) => {
-                violations.push(("channel", "unknown channel".to_owned()));
-                None
-            }
-        };
-        let limit = page_size(
-            request.page_size,
-            DEFAULT_DELIVERY_PAGE,
-            MAX_DELIVERY_PAGE,
-            "page_size",
-        );
-        let before = parse_token(&request.page_token, 'd');
-        let (limit, before) = match (limit, before) {
-            (Ok(limit), Ok(before)) if violations.is_empty() => (limit, before),
-            (limit, before) => {
-                let mut all: Vec<crate::error::Violation> = violations
-                    .into_iter()
-                    .map(|(field, description)| crate::error::Violation {
-                        field: field.to_owned(),
-                        description,
-                    })
-                    .collect();
-                for error in [limit.err(), before.err()].into_iter().flatten() {
-                    if let ApiError::InvalidArgument(more) = error {
-                        all.extend(more);
-                    }
-                }
-                return Err(ApiError::InvalidArgument(all).into());
-            }
-        };
-        let filter = DeliveryFilter {
-            states,
-            call_id,
-            recipient_id: Some(request.recipient_id.trim().to_owned()).filter(|r| !r.is_empty()),
-            channel,
-            before,
-            limit: limit + 1,
-        };
+        let (filter, limit) = validate_list_deliveries(&request)?;
         let rows = store::list_deliveries(&self.ctx.pool, &filter)
             .await
             .map_err(ApiError::from)?;
@@ -339,18 +382,7 @@ impl pb::delivery_service_server::DeliveryService for DeliveryApi {
     ) -> Result<Response<pb::RetryDeadLettersResponse>, Status> {
         let caller = self.operator(&request, "RetryDeadLetters")?;
         let request = request.into_inner();
-        let ids: Option<Vec<i64>> = if request.delivery_ids.is_empty() {
-            None
-        } else {
-            Some(
-                request
-                    .delivery_ids
-                    .iter()
-                    .map(|id| i64::try_from(*id))
-                    .collect::<Result<_, _>>()
-                    .map_err(|_| ApiError::invalid("delivery_ids", "out of range"))?,
-            )
-        };
+        let ids = validate_retry_dead_letters(&request)?;
         let retried = store::retry_dead(&self.ctx.pool, ids.as_deref())
             .await
             .map_err(ApiError::from)?;

@@ -58,6 +58,10 @@ pub struct Config {
     pub ws: Option<WsConfig>,
     /// Origins whose pages may call the gRPC port (gRPC-Web); empty: none.
     pub cors_origins: Vec<String>,
+    /// TLS of the gRPC port (`skileez-edge`, `SKILEEZ_TLS_*`); the
+    /// WebSocket is served behind the platform's TLS-terminating ingress.
+    pub tls: Option<skileez_edge::ServerTls>,
+    pub limits: skileez_edge::GrpcLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +245,8 @@ impl Config {
             watch_poll: env.duration("SKILEEZ_WATCH_POLL", Duration::from_secs(30))?,
             ws: WsConfig::from_lookup(&lookup)?,
             cors_origins: cors_origins(&lookup)?,
+            tls: skileez_edge::ServerTls::from_env(&env)?,
+            limits: skileez_edge::GrpcLimits::from_env(&env)?,
         })
     }
 }

@@ -241,6 +241,10 @@ impl Application {
             shutdown: shutdown.clone(),
             watch_poll: config.watch_poll,
             wake,
+            service_needs_certificate: config
+                .tls
+                .as_ref()
+                .is_some_and(skileez_edge::ServerTls::service_needs_certificate),
         });
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         tasks.spawn(skileez_telemetry::health::watch_postgres(
@@ -262,7 +266,14 @@ impl Application {
             .build_v1alpha()?;
 
         tracing::info!(addr = %local_addr, smtp = %config::redacted_smtp_url(&config.smtp), cors_origins = ?config.cors_origins, "notifications service listening");
-        let result = tonic::transport::Server::builder()
+        let limits = config.limits;
+        let mut server = tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(limits.concurrency_per_connection)
+            .timeout(limits.request_timeout);
+        if let Some(tls) = &config.tls {
+            server = server.tls_config(tls.tonic())?;
+        }
+        let result = server
             // Browsers: gRPC-Web over HTTP/1.1 and CORS for the web app.
             .accept_http1(true)
             .layer(skileez_web::layer(&config.cors_origins))
@@ -273,11 +284,15 @@ impl Application {
             .add_service(
                 pb::notification_service_server::NotificationServiceServer::new(
                     api::NotificationApi::new(ctx.clone()),
-                ),
+                )
+                .max_decoding_message_size(limits.max_message_bytes),
             )
-            .add_service(pb::delivery_service_server::DeliveryServiceServer::new(
-                api::DeliveryApi::new(ctx.clone()),
-            ))
+            .add_service(
+                pb::delivery_service_server::DeliveryServiceServer::new(api::DeliveryApi::new(
+                    ctx.clone(),
+                ))
+                .max_decoding_message_size(limits.max_message_bytes),
+            )
             .serve_with_incoming_shutdown(incoming(listener), shutdown.clone().cancelled_owned())
             .await;
         // However serving ended, stop our own tasks and wait for them.

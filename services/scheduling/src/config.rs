@@ -32,6 +32,11 @@ pub struct Config {
     /// Origins whose pages may call the API (gRPC-Web, `skileez-web`):
     /// `SKILEEZ_CORS_ORIGINS`; empty: no CORS headers.
     pub cors_origins: Vec<String>,
+    /// TLS of the gRPC port, and mTLS for service tokens (`skileez-edge`).
+    pub tls: Option<skileez_edge::ServerTls>,
+    pub limits: skileez_edge::GrpcLimits,
+    /// Per user, on the RPCs that book and change calls; `None`: off.
+    pub rate_limit: Option<skileez_edge::RateLimit>,
 }
 
 pub use skileez_auth::{JwtConfig, JwtKey};
@@ -79,6 +84,9 @@ impl Config {
                     expected: skileez_web::ORIGINS_EXPECTED,
                 })?
             },
+            tls: skileez_edge::ServerTls::from_env(&env)?,
+            limits: skileez_edge::GrpcLimits::from_env(&env)?,
+            rate_limit: skileez_edge::RateLimit::from_env(&env)?,
         })
     }
 }

@@ -49,6 +49,9 @@ pub enum ApiError {
     RequestIdReused { request_id: String, method: String },
     #[error("{0}")]
     Unavailable(String),
+    /// The caller made more booking or change requests than its rate allows.
+    #[error("too many booking and change requests; retry in {} ms", retry_after.as_millis().max(1))]
+    RateLimited { retry_after: Duration },
     /// Something on our side failed; the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -146,6 +149,11 @@ impl From<ApiError> for Status {
                 message,
                 ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
             ),
+            ApiError::RateLimited { retry_after } => {
+                let mut details = ErrorDetails::with_error_info("RATE_LIMITED", ERROR_DOMAIN, []);
+                details.set_retry_info(Some(retry_after.max(Duration::from_millis(1))));
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
             ApiError::Internal(_) => Status::internal("internal error; it has been logged"),
         }
     }

@@ -118,10 +118,19 @@ impl Application {
         let ctx = Arc::new(Shared {
             scheduler: scheduler.clone(),
             auth: Authenticator::new(&config.jwt)?,
+            service_needs_certificate: config
+                .tls
+                .as_ref()
+                .is_some_and(skileez_edge::ServerTls::service_needs_certificate),
+            rate_limiter: skileez_edge::RateLimiter::new(config.rate_limit),
             hub: hub.clone(),
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
         });
+        tasks.spawn(forget_idle_users(
+            ctx.rate_limiter.clone(),
+            shutdown.clone(),
+        ));
 
         tasks.spawn(hub.run(
             scheduler.store().clone(),
@@ -167,7 +176,14 @@ impl Application {
 
         tracing::info!(addr = %local_addr, "scheduling service listening");
         let server_shutdown = shutdown.clone();
-        let result = tonic::transport::Server::builder()
+        let limits = config.limits;
+        let mut server = tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(limits.concurrency_per_connection)
+            .timeout(limits.request_timeout);
+        if let Some(tls) = &config.tls {
+            server = server.tls_config(tls.tonic())?;
+        }
+        let result = server
             // Browsers: gRPC-Web over HTTP/1.1 and CORS for the web app.
             .accept_http1(true)
             .layer(skileez_web::layer(&config.cors_origins))
@@ -175,19 +191,29 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(pb::scheduling_service_server::SchedulingServiceServer::new(
-                api::scheduling::SchedulingApi::new(ctx.clone()),
-            ))
-            .add_service(pb::call_timer_service_server::CallTimerServiceServer::new(
-                api::timers::TimerApi::new(ctx.clone()),
-            ))
-            .add_service(pb::directory_service_server::DirectoryServiceServer::new(
-                api::directory::DirectoryApi::new(ctx.clone()),
-            ))
+            .add_service(
+                pb::scheduling_service_server::SchedulingServiceServer::new(
+                    api::scheduling::SchedulingApi::new(ctx.clone()),
+                )
+                .max_decoding_message_size(limits.max_message_bytes),
+            )
+            .add_service(
+                pb::call_timer_service_server::CallTimerServiceServer::new(
+                    api::timers::TimerApi::new(ctx.clone()),
+                )
+                .max_decoding_message_size(limits.max_message_bytes),
+            )
+            .add_service(
+                pb::directory_service_server::DirectoryServiceServer::new(
+                    api::directory::DirectoryApi::new(ctx.clone()),
+                )
+                .max_decoding_message_size(limits.max_message_bytes),
+            )
             .add_service(
                 pb::availability_service_server::AvailabilityServiceServer::new(
                     api::availability::AvailabilityApi::new(ctx.clone()),
-                ),
+                )
+                .max_decoding_message_size(limits.max_message_bytes),
             )
             .serve_with_incoming_shutdown(incoming(listener), server_shutdown.cancelled_owned())
             .await;
@@ -231,6 +257,17 @@ pub async fn serve_from_env(shutdown: CancellationToken) -> Result<(), StartErro
         println!("admin on {admin}");
     }
     app.run(shutdown).await
+}
+
+/// Forgets rate-limit state of users who have been quiet, once a minute.
+async fn forget_idle_users(limiter: skileez_edge::RateLimiter, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => limiter.forget_idle(),
+        }
+    }
 }
 
 /// Builds and runs the service: the entry point of `main` and `skileez dev`.

@@ -26,6 +26,10 @@ pub struct Config {
     pub stream_replicas: usize,
     /// Where the scheduling service's `CallTimerService` answers.
     pub scheduling_url: String,
+    /// TLS towards scheduling (`SKILEEZ_SCHEDULING_TLS_CA_FILE`, `…_CERT_FILE`
+    /// and `…_KEY_FILE` for mTLS, `…_DOMAIN`); an `https` URL without them
+    /// trusts the system's roots.
+    pub scheduling_tls: Option<skileez_edge::ClientTls>,
     pub token: TokenConfig,
     /// Only the lead times are used; they must match scheduling's.
     pub policy: Policy,
@@ -110,6 +114,7 @@ impl Config {
             nats_url: env.string_or("NATS_URL", DEFAULT_NATS_URL),
             stream_replicas: env.number("SKILEEZ_STREAM_REPLICAS", 1)?,
             scheduling_url: env.string_or("SKILEEZ_SCHEDULING_URL", DEFAULT_SCHEDULING_URL),
+            scheduling_tls: skileez_edge::ClientTls::from_env(&env, &SCHEDULING_TLS)?,
             token: token(&env)?,
             policy,
             instance_id: env
@@ -143,6 +148,14 @@ fn default_instance_id() -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}-{}-{}", std::process::id(), &random[..6])
 }
+
+/// The variables of the client TLS towards scheduling.
+pub const SCHEDULING_TLS: skileez_edge::ClientTlsVars = skileez_edge::ClientTlsVars {
+    ca: "SKILEEZ_SCHEDULING_TLS_CA_FILE",
+    cert: "SKILEEZ_SCHEDULING_TLS_CERT_FILE",
+    key: "SKILEEZ_SCHEDULING_TLS_KEY_FILE",
+    domain: "SKILEEZ_SCHEDULING_TLS_DOMAIN",
+};
 
 /// How the service authenticates to scheduling, from
 /// `SKILEEZ_SERVICE_TOKEN[_FILE]` or else the HS256 secret.

@@ -99,13 +99,17 @@ impl Application {
     /// transactions: a handful of connections.
     pub fn build_with_pool(config: Config, pool: PgPool) -> Result<Self, StartError> {
         // Connects on first use, and reconnects: scheduling may start later.
-        let channel = tonic::transport::Endpoint::from_shared(config.scheduling_url.clone())
-            .map_err(|source| StartError::SchedulingUrl {
-                url: config.scheduling_url.clone(),
-                source,
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let invalid_url = |source| StartError::SchedulingUrl {
+            url: config.scheduling_url.clone(),
+            source,
+        };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(config.scheduling_url.clone())
+            .map_err(invalid_url)?
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(tls) = &config.scheduling_tls {
+            endpoint = endpoint.tls_config(tls.tonic()).map_err(invalid_url)?;
+        }
+        let channel = endpoint.connect_lazy();
         Ok(Self {
             config,
             pool,

@@ -27,6 +27,12 @@ use skileez_proto::scheduling as pb;
 pub struct Shared {
     pub scheduler: Scheduler,
     pub auth: Authenticator,
+    /// With client certificates verified (mTLS), a `service` token counts
+    /// only when it comes with one: a leaked service token alone is not
+    /// enough to fire timers or act as staff.
+    pub service_needs_certificate: bool,
+    /// Per user, on the RPCs that book and change calls.
+    pub rate_limiter: skileez_edge::RateLimiter,
     pub hub: FeedHub,
     /// Owns the per-client watch tasks so shutdown can wait for them.
     pub tasks: TaskTracker,
@@ -37,7 +43,28 @@ pub type Context = Arc<Shared>;
 
 impl Shared {
     pub fn principal<T>(&self, request: &Request<T>) -> Result<Principal, ApiError> {
-        self.auth.authenticate(request.metadata())
+        let principal = self.auth.authenticate(request.metadata())?;
+        if self.service_needs_certificate
+            && principal.role == skileez_domain::ActorRole::Service
+            && !skileez_edge::has_client_certificate(request)
+        {
+            return Err(ApiError::Unauthenticated(
+                "a service token is accepted only over mTLS, with a client certificate of the configured CA".into(),
+            ));
+        }
+        Ok(principal)
+    }
+
+    /// The caller of a booking or change RPC, within its rate limit (staff
+    /// and services are not limited).
+    pub fn limited_principal<T>(&self, request: &Request<T>) -> Result<Principal, ApiError> {
+        let principal = self.principal(request)?;
+        if !principal.is_privileged()
+            && let Err(wait) = self.rate_limiter.check(principal.user_id.as_str())
+        {
+            return Err(ApiError::RateLimited { retry_after: wait });
+        }
+        Ok(principal)
     }
 
     /// The first call of an outcome, as the API shows it now.

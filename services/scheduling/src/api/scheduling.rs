@@ -3,11 +3,11 @@
 use std::{pin::Pin, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use futures::Stream;
 use skileez_domain::{
-    ActorRole, CallId, CallKind, CoachBusy, Command, ContractStatus, RescheduleCall, ScheduleCall,
-    Unavailability, UserId, availability,
+    ActorRole, CallId, CallKind, CoachBusy, Command, ContractId, ContractStatus, RescheduleCall,
+    ScheduleCall, Unavailability, UserId, availability,
 };
 use skileez_eventstore::FeedPosition;
 use skileez_proto::scheduling as pb;
@@ -66,24 +66,12 @@ impl SchedulingApi {
         fields: BookingFields<'_>,
         request: Option<RequestKey>,
     ) -> Result<pb::ScheduleCallResponse, ApiError> {
-        let mut checks = Checks::new();
-        let student = checks.take(validate::user_id("student_id", fields.student_id));
-        let coach = checks.take(validate::user_id("coach_id", fields.coach_id));
-        let contract_id = fields
-            .contract_id
-            .map(|id| validate::contract_id("contract_id", id))
-            .transpose()
-            .unwrap_or_else(|v| {
-                checks.push(v);
-                None
-            });
-        let note = checks
-            .take(validate::text("note", fields.note, MAX_NOTE_CHARS))
-            .flatten();
-        checks.finish()?;
-        let (Some(student), Some(coach)) = (student, coach) else {
-            return Err(ApiError::invalid("student_id", "required"));
-        };
+        let BookingInput {
+            student,
+            coach,
+            contract_id,
+            note,
+        } = validate_booking(&fields)?;
         Self::may_book_for(&principal, &student)?;
         let zone = self.caller_zone(&principal).await?;
         let start = validate::start(validate::START, fields.start, zone.as_deref())?;
@@ -175,12 +163,202 @@ impl SchedulingApi {
     }
 }
 
-struct BookingFields<'a> {
-    student_id: &'a str,
-    coach_id: &'a str,
-    contract_id: Option<&'a str>,
-    start: Option<&'a pb::StartTime>,
-    note: &'a str,
+/// What the two booking RPCs have in common.
+pub struct BookingFields<'a> {
+    pub student_id: &'a str,
+    pub coach_id: &'a str,
+    pub contract_id: Option<&'a str>,
+    pub start: Option<&'a pb::StartTime>,
+    pub note: &'a str,
+}
+
+impl<'a> From<&'a pb::ScheduleFreeConsultationRequest> for BookingFields<'a> {
+    fn from(message: &'a pb::ScheduleFreeConsultationRequest) -> Self {
+        Self {
+            student_id: &message.student_id,
+            coach_id: &message.coach_id,
+            contract_id: None,
+            start: message.start.as_ref(),
+            note: &message.note,
+        }
+    }
+}
+
+impl<'a> From<&'a pb::SchedulePaidSessionRequest> for BookingFields<'a> {
+    fn from(message: &'a pb::SchedulePaidSessionRequest) -> Self {
+        Self {
+            student_id: &message.student_id,
+            coach_id: &message.coach_id,
+            contract_id: Some(&message.contract_id),
+            start: message.start.as_ref(),
+            note: &message.note,
+        }
+    }
+}
+
+/// A booking's fields but its start, checked. The start is resolved later
+/// (`validate::start`), once the caller's profile zone is known.
+#[derive(Debug)]
+pub struct BookingInput {
+    pub student: UserId,
+    pub coach: UserId,
+    pub contract_id: Option<ContractId>,
+    pub note: Option<String>,
+}
+
+pub fn validate_booking(fields: &BookingFields<'_>) -> Result<BookingInput, ApiError> {
+    let mut checks = Checks::new();
+    let student = checks.take(validate::user_id("student_id", fields.student_id));
+    let coach = checks.take(validate::user_id("coach_id", fields.coach_id));
+    let contract_id = fields
+        .contract_id
+        .map(|id| validate::contract_id("contract_id", id))
+        .transpose()
+        .unwrap_or_else(|v| {
+            checks.push(v);
+            None
+        });
+    let note = checks
+        .take(validate::text("note", fields.note, MAX_NOTE_CHARS))
+        .flatten();
+    checks.finish()?;
+    let (Some(student), Some(coach)) = (student, coach) else {
+        return Err(ApiError::invalid("student_id", "required"));
+    };
+    Ok(BookingInput {
+        student,
+        coach,
+        contract_id,
+        note,
+    })
+}
+
+/// `GetSchedulingOptions`: the student and the coach.
+pub fn validate_scheduling_options(
+    message: &pb::GetSchedulingOptionsRequest,
+) -> Result<(UserId, UserId), ApiError> {
+    let mut checks = Checks::new();
+    let student = checks.take(validate::user_id("student_id", &message.student_id));
+    let coach = checks.take(validate::user_id("coach_id", &message.coach_id));
+    checks.finish()?;
+    let (Some(student), Some(coach)) = (student, coach) else {
+        return Err(ApiError::invalid("student_id", "required"));
+    };
+    Ok((student, coach))
+}
+
+/// `CheckAvailability` but its start: the coach, the optional student and
+/// the length in minutes (0 means `default_minutes`).
+pub fn validate_check_availability(
+    message: &pb::CheckAvailabilityRequest,
+    default_minutes: u32,
+) -> Result<(UserId, Option<UserId>, u32), ApiError> {
+    let mut checks = Checks::new();
+    let coach = checks.take(validate::user_id("coach_id", &message.coach_id));
+    let student = if message.student_id.is_empty() {
+        None
+    } else {
+        checks.take(validate::user_id("student_id", &message.student_id))
+    };
+    let duration = match message.duration_minutes {
+        0 => default_minutes,
+        minutes @ 1..=240 => minutes,
+        _ => {
+            checks.push(Violation::new(
+                "duration_minutes",
+                "must be between 1 and 240 (0 means the free consultation's 15)",
+            ));
+            0
+        }
+    };
+    checks.finish()?;
+    let Some(coach) = coach else {
+        return Err(ApiError::invalid("coach_id", "required"));
+    };
+    Ok((coach, student, duration))
+}
+
+/// `CheckAvailability`'s start and end, the start read in `caller_zone` when
+/// it is a local time without a zone.
+pub fn check_availability_window(
+    message: &pb::CheckAvailabilityRequest,
+    caller_zone: Option<&str>,
+    duration_minutes: u32,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let start = validate::start(validate::START, message.start.as_ref(), caller_zone)?.utc;
+    let end = start + Duration::minutes(i64::from(duration_minutes));
+    Ok((start, end))
+}
+
+/// `RescheduleCall` but its new start: the call and the optional reason.
+pub fn validate_reschedule(
+    message: &pb::RescheduleCallRequest,
+) -> Result<(CallId, Option<String>), ApiError> {
+    let mut checks = Checks::new();
+    let id = checks.take(validate::call_id("call_id", &message.call_id));
+    let reason = checks
+        .take(validate::text("reason", &message.reason, MAX_REASON_CHARS))
+        .flatten();
+    checks.finish()?;
+    let id = id.ok_or_else(|| ApiError::invalid("call_id", "required"))?;
+    Ok((id, reason))
+}
+
+/// What `ListCalls` asks for.
+#[derive(Debug)]
+pub struct ListQuery {
+    pub user: UserId,
+    pub filter: ListFilter,
+    pub page_size: u32,
+    pub after: Option<PageKey>,
+}
+
+/// `ListCalls`: an empty `user_id` means `caller`; whether the caller may
+/// list that user's calls is the handler's check.
+pub fn validate_list_calls(
+    message: &pb::ListCallsRequest,
+    caller: &UserId,
+) -> Result<ListQuery, ApiError> {
+    let mut checks = Checks::new();
+    let user = if message.user_id.is_empty() {
+        Some(caller.clone())
+    } else {
+        checks.take(validate::user_id("user_id", &message.user_id))
+    };
+    let filter = match pb::CallFilter::try_from(message.filter) {
+        Ok(pb::CallFilter::Upcoming) => ListFilter::Upcoming,
+        Ok(pb::CallFilter::Past) => ListFilter::Past,
+        Ok(pb::CallFilter::All | pb::CallFilter::Unspecified) => ListFilter::All,
+        Err(_) => {
+            checks.push(Violation::new("filter", "must be UPCOMING, PAST or ALL"));
+            ListFilter::All
+        }
+    };
+    let page_size = checks
+        .take(validate::page_size(message.page_size))
+        .unwrap_or(20);
+    let user = user.unwrap_or_else(|| caller.clone());
+    let after = checks
+        .take(decode_page_token(&message.page_token, &user, filter))
+        .flatten();
+    checks.finish()?;
+    Ok(ListQuery {
+        user,
+        filter,
+        page_size,
+        after,
+    })
+}
+
+/// `WatchCalls`' `after`: `None` (empty) means from the feed's head.
+pub fn validate_watch_after(after: &str) -> Result<Option<FeedPosition>, ApiError> {
+    if after.is_empty() {
+        return Ok(None);
+    }
+    after
+        .parse::<FeedPosition>()
+        .map(Some)
+        .map_err(|_| ApiError::invalid("after", "not a position from a previous CallChange"))
 }
 
 pub(super) fn request_key(
@@ -241,14 +419,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         request: Request<pb::GetSchedulingOptionsRequest>,
     ) -> Result<Response<pb::GetSchedulingOptionsResponse>, Status> {
         let principal = self.ctx.principal(&request)?;
-        let message = request.get_ref();
-        let mut checks = Checks::new();
-        let student = checks.take(validate::user_id("student_id", &message.student_id));
-        let coach = checks.take(validate::user_id("coach_id", &message.coach_id));
-        checks.finish()?;
-        let (Some(student), Some(coach)) = (student, coach) else {
-            return Err(ApiError::invalid("student_id", "required").into());
-        };
+        let (student, coach) = validate_scheduling_options(request.get_ref())?;
         if !principal.is_privileged() && principal.user_id != student && principal.user_id != coach
         {
             return Err(ApiError::PermissionDenied(
@@ -300,28 +471,10 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
     ) -> Result<Response<pb::CheckAvailabilityResponse>, Status> {
         let principal = self.ctx.principal(&request)?;
         let message = request.get_ref();
-        let mut checks = Checks::new();
-        let coach = checks.take(validate::user_id("coach_id", &message.coach_id));
-        let student = if message.student_id.is_empty() {
-            None
-        } else {
-            checks.take(validate::user_id("student_id", &message.student_id))
-        };
-        let duration = match message.duration_minutes {
-            0 => self.ctx.scheduler.policy().free_consultation_minutes,
-            minutes @ 1..=240 => minutes,
-            _ => {
-                checks.push(Violation::new(
-                    "duration_minutes",
-                    "must be between 1 and 240 (0 means the free consultation's 15)",
-                ));
-                0
-            }
-        };
-        checks.finish()?;
-        let Some(coach) = coach else {
-            return Err(ApiError::invalid("coach_id", "required").into());
-        };
+        let (coach, student, duration) = validate_check_availability(
+            message,
+            self.ctx.scheduler.policy().free_consultation_minutes,
+        )?;
         if let Some(student) = &student
             && !principal.is_privileged()
             && &principal.user_id != student
@@ -332,8 +485,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
             .into());
         }
         let zone = self.caller_zone(&principal).await?;
-        let start = validate::start(validate::START, message.start.as_ref(), zone.as_deref())?.utc;
-        let end = start + Duration::minutes(i64::from(duration));
+        let (start, end) = check_availability_window(message, zone.as_deref(), duration)?;
         let policy = self.ctx.scheduler.policy();
         let now = Utc::now();
 
@@ -442,7 +594,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         &self,
         request: Request<pb::ScheduleFreeConsultationRequest>,
     ) -> Result<Response<pb::ScheduleCallResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.limited_principal(&request)?;
         let message = request.get_ref();
         let key = request_key(
             &principal,
@@ -450,15 +602,8 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
             "ScheduleFreeConsultation",
             message,
         )?;
-        let fields = BookingFields {
-            student_id: &message.student_id,
-            coach_id: &message.coach_id,
-            contract_id: None,
-            start: message.start.as_ref(),
-            note: &message.note,
-        };
         Ok(Response::new(
-            self.schedule(principal, CallKind::FreeConsultation, fields, key)
+            self.schedule(principal, CallKind::FreeConsultation, message.into(), key)
                 .await?,
         ))
     }
@@ -468,7 +613,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         &self,
         request: Request<pb::SchedulePaidSessionRequest>,
     ) -> Result<Response<pb::ScheduleCallResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.limited_principal(&request)?;
         let message = request.get_ref();
         let key = request_key(
             &principal,
@@ -476,15 +621,8 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
             "SchedulePaidSession",
             message,
         )?;
-        let fields = BookingFields {
-            student_id: &message.student_id,
-            coach_id: &message.coach_id,
-            contract_id: Some(&message.contract_id),
-            start: message.start.as_ref(),
-            note: &message.note,
-        };
         Ok(Response::new(
-            self.schedule(principal, CallKind::PaidSession, fields, key)
+            self.schedule(principal, CallKind::PaidSession, message.into(), key)
                 .await?,
         ))
     }
@@ -494,16 +632,10 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         &self,
         request: Request<pb::RescheduleCallRequest>,
     ) -> Result<Response<pb::RescheduleCallResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.limited_principal(&request)?;
         let message = request.get_ref();
         let key = request_key(&principal, &message.request_id, "RescheduleCall", message)?;
-        let mut checks = Checks::new();
-        let id = checks.take(validate::call_id("call_id", &message.call_id));
-        let reason = checks
-            .take(validate::text("reason", &message.reason, MAX_REASON_CHARS))
-            .flatten();
-        checks.finish()?;
-        let id = id.ok_or_else(|| ApiError::invalid("call_id", "required"))?;
+        let (id, reason) = validate_reschedule(message)?;
         let zone = self.caller_zone(&principal).await?;
         let new_start = validate::start(
             validate::NEW_START,
@@ -541,7 +673,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         &self,
         request: Request<pb::CancelCallRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.limited_principal(&request)?;
         let message = request.get_ref();
         let key = request_key(&principal, &message.request_id, "CancelCall", message)?;
         let reason = validate::text("reason", &message.reason, MAX_REASON_CHARS)
@@ -562,7 +694,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         &self,
         request: Request<pb::JoinCallRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.limited_principal(&request)?;
         let message = request.get_ref();
         let key = request_key(&principal, &message.request_id, "JoinCall", message)?;
         let response = self
@@ -578,7 +710,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         &self,
         request: Request<pb::EndCallRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.limited_principal(&request)?;
         let message = request.get_ref();
         let key = request_key(&principal, &message.request_id, "EndCall", message)?;
         let response = self
@@ -640,30 +772,12 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         request: Request<pb::ListCallsRequest>,
     ) -> Result<Response<pb::ListCallsResponse>, Status> {
         let principal = self.ctx.principal(&request)?;
-        let message = request.get_ref();
-        let mut checks = Checks::new();
-        let user = if message.user_id.is_empty() {
-            Some(principal.user_id.clone())
-        } else {
-            checks.take(validate::user_id("user_id", &message.user_id))
-        };
-        let filter = match pb::CallFilter::try_from(message.filter) {
-            Ok(pb::CallFilter::Upcoming) => ListFilter::Upcoming,
-            Ok(pb::CallFilter::Past) => ListFilter::Past,
-            Ok(pb::CallFilter::All | pb::CallFilter::Unspecified) => ListFilter::All,
-            Err(_) => {
-                checks.push(Violation::new("filter", "must be UPCOMING, PAST or ALL"));
-                ListFilter::All
-            }
-        };
-        let page_size = checks
-            .take(validate::page_size(message.page_size))
-            .unwrap_or(20);
-        let user = user.unwrap_or_else(|| principal.user_id.clone());
-        let after = checks
-            .take(decode_page_token(&message.page_token, &user, filter))
-            .flatten();
-        checks.finish()?;
+        let ListQuery {
+            user,
+            filter,
+            page_size,
+            after,
+        } = validate_list_calls(request.get_ref(), &principal.user_id)?;
         if user != principal.user_id && principal.role != ActorRole::Admin {
             return Err(ApiError::PermissionDenied(
                 "only admins may list another user's calls".to_owned(),
@@ -713,14 +827,11 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         request: Request<pb::WatchCallsRequest>,
     ) -> Result<Response<Self::WatchCallsStream>, Status> {
         let principal = self.ctx.principal(&request)?;
-        let after = &request.get_ref().after;
+        let after = validate_watch_after(&request.get_ref().after)?;
         let store = self.ctx.scheduler.store().clone();
-        let start = if after.is_empty() {
-            feed::head(&store).await?
-        } else {
-            after.parse::<FeedPosition>().map_err(|_| {
-                ApiError::invalid("after", "not a position from a previous CallChange")
-            })?
+        let start = match after {
+            Some(position) => position,
+            None => feed::head(&store).await?,
         };
         // Subscribe before catching up, so nothing committed meanwhile is lost.
         let live = self.ctx.hub.subscribe();

@@ -18,13 +18,13 @@ impl TimerApi {
         Self { ctx }
     }
 
-    async fn run(
+    async fn run<T>(
         &self,
-        metadata: &tonic::metadata::MetadataMap,
+        request: &Request<T>,
         call_id: &str,
         command: Result<Command, ApiError>,
     ) -> Result<pb::TimerCommandResponse, ApiError> {
-        let principal = self.ctx.auth.authenticate(metadata)?;
+        let principal = self.ctx.principal(request)?;
         principal.require(&[ActorRole::Service], "the timer commands")?;
         let command = command?;
         let id = validate::call_id("call_id", call_id)
@@ -48,6 +48,18 @@ impl TimerApi {
     }
 }
 
+/// `TriggerReminder`'s `kind`.
+pub fn reminder_kind(kind: i32) -> Result<ReminderKind, ApiError> {
+    match ev::ReminderKind::try_from(kind) {
+        Ok(ev::ReminderKind::ReminderKind24h) => Ok(ReminderKind::Day),
+        Ok(ev::ReminderKind::ReminderKind1h) => Ok(ReminderKind::Hour),
+        _ => Err(ApiError::invalid(
+            "kind",
+            "must be REMINDER_KIND_24H or REMINDER_KIND_1H",
+        )),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::call_timer_service_server::CallTimerService for TimerApi {
     #[tracing::instrument(name = "MarkCallReady", skip_all, fields(call_id = %request.get_ref().call_id))]
@@ -56,12 +68,8 @@ impl pb::call_timer_service_server::CallTimerService for TimerApi {
         request: Request<pb::TimerCommandRequest>,
     ) -> Result<Response<pb::TimerCommandResponse>, Status> {
         Ok(Response::new(
-            self.run(
-                request.metadata(),
-                &request.get_ref().call_id,
-                Ok(Command::MarkReady),
-            )
-            .await?,
+            self.run(&request, &request.get_ref().call_id, Ok(Command::MarkReady))
+                .await?,
         ))
     }
 
@@ -72,7 +80,7 @@ impl pb::call_timer_service_server::CallTimerService for TimerApi {
     ) -> Result<Response<pb::TimerCommandResponse>, Status> {
         Ok(Response::new(
             self.run(
-                request.metadata(),
+                &request,
                 &request.get_ref().call_id,
                 Ok(Command::MarkMissed),
             )
@@ -86,18 +94,9 @@ impl pb::call_timer_service_server::CallTimerService for TimerApi {
         request: Request<pb::TriggerReminderRequest>,
     ) -> Result<Response<pb::TimerCommandResponse>, Status> {
         let message = request.get_ref();
-        let kind = match ev::ReminderKind::try_from(message.kind) {
-            Ok(ev::ReminderKind::ReminderKind24h) => Ok(ReminderKind::Day),
-            Ok(ev::ReminderKind::ReminderKind1h) => Ok(ReminderKind::Hour),
-            _ => Err(ApiError::invalid(
-                "kind",
-                "must be REMINDER_KIND_24H or REMINDER_KIND_1H",
-            )),
-        };
-        let command = kind.map(|kind| Command::TriggerReminder { kind });
+        let command = reminder_kind(message.kind).map(|kind| Command::TriggerReminder { kind });
         Ok(Response::new(
-            self.run(request.metadata(), &message.call_id, command)
-                .await?,
+            self.run(&request, &message.call_id, command).await?,
         ))
     }
 
@@ -108,7 +107,7 @@ impl pb::call_timer_service_server::CallTimerService for TimerApi {
     ) -> Result<Response<pb::TimerCommandResponse>, Status> {
         Ok(Response::new(
             self.run(
-                request.metadata(),
+                &request,
                 &request.get_ref().call_id,
                 Ok(Command::CompleteOverdue),
             )

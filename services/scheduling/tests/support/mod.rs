@@ -86,6 +86,16 @@ impl TestApp {
     }
 
     async fn spawn_full(policy: Policy, nats: Option<TestNats>) -> Self {
+        Self::spawn_with_env(policy, nats, &[]).await
+    }
+
+    /// The service with `extra` variables on top of the tests' own (TLS,
+    /// limits).
+    pub async fn spawn_with_env(
+        policy: Policy,
+        nats: Option<TestNats>,
+        extra: &[(&'static str, String)],
+    ) -> Self {
         // Logs of the service show with a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -95,7 +105,7 @@ impl TestApp {
             .with_test_writer()
             .try_init();
         let db = TestDatabase::new().await;
-        let vars: HashMap<&str, String> = HashMap::from([
+        let mut vars: HashMap<&str, String> = HashMap::from([
             ("SKILEEZ_JWT_SECRET", SECRET.to_owned()),
             ("SKILEEZ_GRPC_ADDR", "127.0.0.1:0".to_owned()),
             ("DATABASE_URL", db.url()),
@@ -106,7 +116,11 @@ impl TestApp {
                 "NATS_URL",
                 nats.as_ref().map(TestNats::url).unwrap_or_default(),
             ),
+            // Tests send bursts on purpose (races, retries); the rate limit
+            // has a test of its own.
+            ("SKILEEZ_RATE_LIMIT_PER_MINUTE", "0".to_owned()),
         ]);
+        vars.extend(extra.iter().cloned());
         let mut config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test config");
         config.policy = policy.clone();
         let issuer = TokenIssuer::from_config(&config.jwt).expect("HS256 config");

@@ -78,10 +78,20 @@ impl World {
     /// Scheduling (relay on) with `policy`, on a private NATS and a fresh
     /// database; no timers instance yet.
     pub async fn start(policy: Policy) -> World {
+        World::start_with(policy, &[], None).await
+    }
+
+    /// [`World::start`] with `extra` variables for scheduling (its TLS) and,
+    /// when scheduling serves TLS, the CA its certificate is signed by.
+    pub async fn start_with(
+        policy: Policy,
+        extra: &[(&'static str, String)],
+        tls_ca_pem: Option<&str>,
+    ) -> World {
         let _ = tracing_subscriber_init();
         let nats = TestNats::new().await;
         let db = TestDatabase::new().await;
-        let vars: HashMap<&str, String> = HashMap::from([
+        let mut vars: HashMap<&str, String> = HashMap::from([
             ("SKILEEZ_JWT_SECRET", SECRET.to_owned()),
             ("SKILEEZ_GRPC_ADDR", "127.0.0.1:0".to_owned()),
             ("DATABASE_URL", db.url()),
@@ -89,7 +99,9 @@ impl World {
             ("SKILEEZ_RELAY", "true".to_owned()),
             ("SKILEEZ_INGEST", "false".to_owned()),
             ("NATS_URL", nats.url()),
+            ("SKILEEZ_RATE_LIMIT_PER_MINUTE", "0".to_owned()),
         ]);
+        vars.extend(extra.iter().cloned());
         let mut config = Config::from_lookup(|name| vars.get(name).cloned()).expect("config");
         config.policy = policy.clone();
         let issuer = TokenIssuer::from_config(&config.jwt).expect("HS256");
@@ -100,9 +112,22 @@ impl World {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let server = tokio::spawn(async move { app.run(token).await.expect("scheduling runs") });
-        let channel = Channel::from_shared(format!("http://{scheduling_addr}"))
-            .expect("url")
-            .connect_lazy();
+        let channel = match tls_ca_pem {
+            None => Channel::from_shared(format!("http://{scheduling_addr}"))
+                .expect("url")
+                .connect_lazy(),
+            Some(ca) => {
+                Channel::from_shared(format!("https://localhost:{}", scheduling_addr.port()))
+                    .expect("url")
+                    .tls_config(
+                        tonic::transport::ClientTlsConfig::new()
+                            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                            .domain_name("localhost"),
+                    )
+                    .expect("tls")
+                    .connect_lazy()
+            }
+        };
         World {
             db,
             nats,
