@@ -44,6 +44,7 @@ pub struct Bus {
     names: Arc<Names>,
     url: Arc<str>,
     replicas: usize,
+    manage_topology: bool,
     cards: Arc<OnceCell<kv::Store>>,
 }
 
@@ -104,10 +105,15 @@ impl Bus {
     /// by the server's monitoring (`/connz`), e.g. `skileez-timers`.
     pub async fn connect_named(config: &BusConfig, name: &str) -> Result<Bus, BusError> {
         let addresses = parse_urls(&config.url)?;
-        let url: Arc<str> = Arc::from(config.url.as_str());
+        // Only ever shown without credentials.
+        let url: Arc<str> = Arc::from(crate::redact_url(&config.url).as_str());
         let event_url = url.clone();
-        let client = async_nats::ConnectOptions::new()
+        let options = async_nats::ConnectOptions::new()
             .name(name)
+            // Replies (acks, KV reads) come to inboxes under the
+            // connection's own prefix, so that NATS permissions can give
+            // each service its own and no one else's.
+            .custom_inbox_prefix(inbox_prefix(name))
             .event_callback(move |event| {
                 let url = event_url.clone();
                 async move {
@@ -119,11 +125,21 @@ impl Bus {
                         other => tracing::warn!(%url, event = %other, "NATS connection event"),
                     }
                 }
-            })
+            });
+        let options =
+            config
+                .security
+                .apply(options)
+                .await
+                .map_err(|source| BusError::Credentials {
+                    url: url.to_string(),
+                    source,
+                })?;
+        let client = options
             .connect(addresses)
             .await
             .map_err(|source| BusError::Connect {
-                url: config.url.clone(),
+                url: url.to_string(),
                 source,
             })?;
         let jetstream = async_nats::jetstream::new(client.clone());
@@ -133,6 +149,7 @@ impl Bus {
             names: Arc::new(config.names.clone()),
             url,
             replicas: config.stream_replicas.max(1),
+            manage_topology: config.manage_topology,
             cards: Arc::new(OnceCell::new()),
         })
     }
@@ -186,6 +203,9 @@ impl Bus {
     ///
     /// Every one with the configured number of replicas.
     pub async fn ensure_topology(&self) -> Result<(), BusError> {
+        if !self.manage_topology {
+            return self.check_topology().await;
+        }
         let names = &self.names;
         let streams = [
             (
@@ -224,6 +244,32 @@ impl Bus {
             .await
             .map_err(|e| {
                 self.topology_error(format!("key-value bucket {}", names.cards_bucket), e)
+            })?;
+        Ok(())
+    }
+
+    /// For a service that may not change the topology: checks that the
+    /// streams and the bucket exist (the scheduling service creates them).
+    async fn check_topology(&self) -> Result<(), BusError> {
+        let names = &self.names;
+        for name in [
+            &names.call_stream,
+            &names.platform_stream,
+            &names.dead_letter_stream,
+        ] {
+            self.jetstream
+                .get_stream(name.as_str())
+                .await
+                .map_err(|e| self.topology_error(format!("stream {name} (not created yet?)"), e))?;
+        }
+        self.jetstream
+            .get_key_value(names.cards_bucket.as_str())
+            .await
+            .map_err(|e| {
+                self.topology_error(
+                    format!("key-value bucket {} (not created yet?)", names.cards_bucket),
+                    e,
+                )
             })?;
         Ok(())
     }
@@ -430,6 +476,21 @@ impl Bus {
             source: source.into(),
         }
     }
+}
+
+/// `_INBOX.<name>`, the name made a single subject token.
+pub fn inbox_prefix(name: &str) -> String {
+    let token: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("_INBOX.{token}")
 }
 
 fn default_connection_name() -> String {

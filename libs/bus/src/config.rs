@@ -1,7 +1,7 @@
 //! Where the bus is and what its streams, bucket and subjects are called.
 
 /// How to reach NATS and what to create there.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BusConfig {
     /// `nats://host:port`, or several separated by commas (a cluster's seeds).
     pub url: String,
@@ -10,6 +10,13 @@ pub struct BusConfig {
     /// performs online.
     pub stream_replicas: usize,
     pub names: Names,
+    /// Authentication and TLS (`NATS_USER`, `NATS_CREDS_FILE`, `NATS_TLS_*`…).
+    pub security: crate::NatsSecurity,
+    /// Whether this service creates and updates the streams and the bucket
+    /// (`SKILEEZ_NATS_MANAGE_TOPOLOGY`, default true), or only checks that
+    /// they exist: under least-privilege NATS users only the scheduling
+    /// service may change them.
+    pub manage_topology: bool,
 }
 
 impl BusConfig {
@@ -28,6 +35,8 @@ impl Default for BusConfig {
             url: "nats://127.0.0.1:4222".to_owned(),
             stream_replicas: 1,
             names: Names::default(),
+            security: crate::NatsSecurity::default(),
+            manage_topology: true,
         }
     }
 }

@@ -6,6 +6,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// alone tells where to look.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
+    /// The configured credentials could not be loaded (a creds file).
+    #[error("cannot load the NATS credentials for {url}: {source}")]
+    Credentials {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The first connection failed (nothing listens there, or the handshake
     /// failed). [`crate::Bus::connect`] does not retry; later reconnects are
     /// async-nats' own.

@@ -35,6 +35,7 @@ pub mod consumer;
 mod error;
 pub mod headers;
 pub mod inbox;
+mod security;
 
 pub use bus::{
     Bus, CALL_EVENT_CONTENT_TYPE, DUPLICATE_WINDOW, OutgoingEvent, PublishAck, connect_until_up,
@@ -44,6 +45,7 @@ pub use consumer::{
     ConsumerConfig, Delivery, Handler, HandlerError, PULL_EXPIRES, consumer_pending, run_consumer,
 };
 pub use error::{BoxError, BusError};
+pub use security::{NatsAuth, NatsSecurity, redact_url};
 
 /// Re-exported so that handlers need no async-nats dependency of their own.
 pub use async_nats::HeaderMap;

@@ -52,12 +52,30 @@ pub struct TestNats {
     port: u16,
     monitor_port: u16,
     child: Option<Child>,
+    /// A configuration file and the environment it reads, for servers
+    /// with authorisation.
+    config: Option<(PathBuf, Vec<(String, String)>)>,
 }
 
 impl TestNats {
     /// Starts a server with JetStream and waits until it reports healthy.
     /// Panics, with the server's log, if it does not come up in time.
     pub async fn new() -> TestNats {
+        TestNats::start_with(None).await
+    }
+
+    /// A server that also reads `config` (e.g. `deploy/nats/permissions.conf`,
+    /// included from a file of the test's), with `env` in its environment;
+    /// its address, port and store stay the test's own.
+    pub async fn with_config(config: &Path, env: &[(&str, &str)]) -> TestNats {
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        TestNats::start_with(Some((config.to_owned(), env))).await
+    }
+
+    async fn start_with(config: Option<(PathBuf, Vec<(String, String)>)>) -> TestNats {
         let binary = server_binary().to_owned();
         let dir = tempfile::Builder::new()
             .prefix("skileez-nats-")
@@ -66,7 +84,7 @@ impl TestNats {
         let mut last_failure = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let (port, monitor_port) = (free_port(), free_port());
-            match launch(&binary, dir.path(), port, monitor_port).await {
+            match launch(&binary, dir.path(), port, monitor_port, config.as_ref()).await {
                 Ok(child) => {
                     return TestNats {
                         binary,
@@ -74,6 +92,7 @@ impl TestNats {
                         port,
                         monitor_port,
                         child: Some(child),
+                        config,
                     };
                 }
                 Err(failure) if failure.contains("address already in use") => {
@@ -177,7 +196,15 @@ impl TestNats {
         assert!(self.child.is_none(), "start: the server is still running");
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            match launch(&self.binary, self.dir.path(), self.port, self.monitor_port).await {
+            match launch(
+                &self.binary,
+                self.dir.path(),
+                self.port,
+                self.monitor_port,
+                self.config.as_ref(),
+            )
+            .await
+            {
                 Ok(child) => {
                     self.child = Some(child);
                     return;
@@ -203,7 +230,13 @@ impl Drop for TestNats {
 
 /// Runs a server and waits for `/healthz`; on failure the process is gone
 /// and the message carries the log of this run.
-async fn launch(binary: &Path, dir: &Path, port: u16, monitor_port: u16) -> Result<Child, String> {
+async fn launch(
+    binary: &Path,
+    dir: &Path,
+    port: u16,
+    monitor_port: u16,
+    config: Option<&(PathBuf, Vec<(String, String)>)>,
+) -> Result<Child, String> {
     let log_path = dir.join(LOG_FILE);
     let open_log = || {
         std::fs::OpenOptions::new()
@@ -215,6 +248,9 @@ async fn launch(binary: &Path, dir: &Path, port: u16, monitor_port: u16) -> Resu
     let log = open_log()?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let mut command = Command::new(binary);
+    if let Some((file, env)) = config {
+        command.arg("-c").arg(file).envs(env.iter().cloned());
+    }
     command
         .args([
             "-a",

@@ -48,6 +48,11 @@ pub struct Config {
     pub database_max_connections: u32,
     pub nats_url: String,
     pub stream_replicas: usize,
+    /// NATS authentication and TLS (`skileez_bus::NatsSecurity`).
+    pub nats_security: skileez_bus::NatsSecurity,
+    /// Whether this service creates the streams and bucket, or only checks
+    /// them (`SKILEEZ_NATS_MANAGE_TOPOLOGY`).
+    pub nats_manage_topology: bool,
     pub grpc_addr: SocketAddr,
     pub jwt: JwtConfig,
     pub smtp: SmtpConfig,
@@ -220,6 +225,8 @@ impl Config {
                 .string("NATS_URL")
                 .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned()),
             stream_replicas: env.positive("SKILEEZ_STREAM_REPLICAS", 1)?,
+            nats_security: skileez_bus::NatsSecurity::from_env(&env)?,
+            nats_manage_topology: env.flag("SKILEEZ_NATS_MANAGE_TOPOLOGY", true)?,
             grpc_addr: env.parse(
                 "SKILEEZ_NOTIFICATIONS_GRPC_ADDR",
                 DEFAULT_GRPC_ADDR,

@@ -23,6 +23,11 @@ pub struct Config {
     /// JetStream replicas of our streams and bucket: 1 on one machine, 3 in
     /// a cluster.
     pub stream_replicas: usize,
+    /// NATS authentication and TLS (`skileez_bus::NatsSecurity`).
+    pub nats_security: skileez_bus::NatsSecurity,
+    /// Whether this service creates the streams and bucket, or only checks
+    /// them (`SKILEEZ_NATS_MANAGE_TOPOLOGY`).
+    pub nats_manage_topology: bool,
     /// Whether this instance runs the outbox relay (one instance at a time
     /// publishes; the others stand by).
     pub relay: bool,
@@ -74,6 +79,8 @@ impl Config {
             feed_poll_interval: env
                 .duration("SKILEEZ_FEED_POLL_INTERVAL", StdDuration::from_millis(250))?,
             stream_replicas: env.number("SKILEEZ_STREAM_REPLICAS", 1)?,
+            nats_security: skileez_bus::NatsSecurity::from_env(&env)?,
+            nats_manage_topology: env.flag("SKILEEZ_NATS_MANAGE_TOPOLOGY", true)?,
             relay: env.flag("SKILEEZ_RELAY", true)?,
             ingest: env.flag("SKILEEZ_INGEST", true)?,
             cors_origins: {

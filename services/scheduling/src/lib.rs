@@ -287,6 +287,8 @@ async fn run_bus_tasks(
     let bus_config = skileez_bus::BusConfig {
         url: config.nats_url.clone(),
         stream_replicas: config.stream_replicas,
+        security: config.nats_security.clone(),
+        manage_topology: config.nats_manage_topology,
         ..skileez_bus::BusConfig::default()
     };
     let Some(bus) = skileez_bus::connect_until_up(

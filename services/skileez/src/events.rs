@@ -58,6 +58,7 @@ enum EventsCommand {
 pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
     let bus = Bus::connect(&BusConfig {
         url: args.nats_url.clone(),
+        security: skileez_bus::NatsSecurity::from_env(&skileez_config::Env::process())?,
         ..BusConfig::default()
     })
     .await

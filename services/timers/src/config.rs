@@ -24,6 +24,11 @@ pub struct Config {
     pub nats_url: String,
     /// JetStream replicas, used when this service creates the streams.
     pub stream_replicas: usize,
+    /// NATS authentication and TLS (`skileez_bus::NatsSecurity`).
+    pub nats_security: skileez_bus::NatsSecurity,
+    /// Whether this service creates the streams and bucket, or only checks
+    /// them (`SKILEEZ_NATS_MANAGE_TOPOLOGY`).
+    pub nats_manage_topology: bool,
     /// Where the scheduling service's `CallTimerService` answers.
     pub scheduling_url: String,
     /// TLS towards scheduling (`SKILEEZ_SCHEDULING_TLS_CA_FILE`, `…_CERT_FILE`
@@ -113,6 +118,8 @@ impl Config {
             database_max_connections: env.number("SKILEEZ_TIMERS_DATABASE_MAX_CONNECTIONS", 8)?,
             nats_url: env.string_or("NATS_URL", DEFAULT_NATS_URL),
             stream_replicas: env.number("SKILEEZ_STREAM_REPLICAS", 1)?,
+            nats_security: skileez_bus::NatsSecurity::from_env(&env)?,
+            nats_manage_topology: env.flag("SKILEEZ_NATS_MANAGE_TOPOLOGY", true)?,
             scheduling_url: env.string_or("SKILEEZ_SCHEDULING_URL", DEFAULT_SCHEDULING_URL),
             scheduling_tls: skileez_edge::ClientTls::from_env(&env, &SCHEDULING_TLS)?,
             token: token(&env)?,

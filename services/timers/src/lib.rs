@@ -217,6 +217,8 @@ async fn consume(
     let bus_config = skileez_bus::BusConfig {
         url: config.nats_url.clone(),
         stream_replicas: config.stream_replicas,
+        security: config.nats_security.clone(),
+        manage_topology: config.nats_manage_topology,
         ..skileez_bus::BusConfig::default()
     };
     let handler = Arc::new(TimerConsumer {

@@ -7,5 +7,6 @@ mod consumer;
 mod inbox;
 mod outage;
 mod publish;
+mod security;
 mod support;
 mod topology;

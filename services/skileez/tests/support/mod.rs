@@ -4,8 +4,10 @@
 #![allow(dead_code)] // each test binary uses a different part of it
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
     process::{Child, Command, Output, Stdio},
+    time::Duration,
 };
 
 pub const SECRET: &str = "cli-test-secret-cli-test-secret-cli";
@@ -123,4 +125,71 @@ pub fn start_dev_with_notifications(
     let notifications = format!("http://{}", next("notifications service on "));
     let ws = next("live WebSocket on ");
     (child, scheduling, notifications, ws)
+}
+
+/// A service process, killed when dropped.
+pub struct Service {
+    pub child: Child,
+    pub admin: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `skileez serve <service>` with `env`; returns once it printed its admin
+/// address (the last line it prints at start).
+pub fn serve(service: &str, env: &[(String, String)]) -> (Service, Vec<String>) {
+    let mut child = skileez()
+        .args(["serve", service])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("SKILEEZ_METRICS_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("skileez serve starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut printed = Vec::new();
+    let admin = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("{service} ended at start after {printed:?}"))
+            .expect("utf-8");
+        if let Some(admin) = line.strip_prefix("admin on ") {
+            break admin.to_owned();
+        }
+        printed.push(line);
+    };
+    // Keep reading, so that the process never writes into a closed pipe.
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    (Service { child, admin }, printed)
+}
+
+/// A plain HTTP/1.1 GET: (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("admin port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
