@@ -26,6 +26,10 @@ pub enum StoreError {
     /// through [`crate::UnitOfWork::conn`]; see [`StoreError::sqlstate`].
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The caller's deadline ([`crate::deadline`]) passed before or while
+    /// the database worked: nothing was committed.
+    #[error("the request's deadline passed before the database was done")]
+    DeadlineExceeded,
     /// A stored row does not fit [`crate::RecordedEvent`].
     #[error("cannot decode stored event: {0}")]
     Decode(String),

@@ -32,6 +32,7 @@
 //! [`MIGRATOR`] holds the migrations of the whole system (`migrations/` at the
 //! workspace root); this crate owns `0001_event_store.sql`.
 
+pub mod deadline;
 mod error;
 mod store;
 mod types;

@@ -208,7 +208,11 @@ impl EventStore {
         also_lock: &[String],
     ) -> Result<UnitOfWork, StoreError> {
         let plan = AppendPlan::new(&appends)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = match crate::deadline::begin_statement()? {
+            None => self.pool.begin().await?,
+            // One round trip: the timeout rides with the BEGIN.
+            Some(begin) => self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await?,
+        };
         match append_in(&mut tx, &appends, &plan, also_lock).await {
             Ok(events) => {
                 if let Some(first) = events.first() {

@@ -49,6 +49,10 @@ pub enum ApiError {
     RequestIdReused { request_id: String, method: String },
     #[error("{0}")]
     Unavailable(String),
+    /// The request's deadline passed while the database worked; nothing
+    /// was committed.
+    #[error("the request's deadline passed before it was done; nothing was changed")]
+    DeadlineExceeded,
     /// The caller made more booking or change requests than its rate allows.
     #[error("too many booking and change requests; retry in {} ms", retry_after.as_millis().max(1))]
     RateLimited { retry_after: Duration },
@@ -75,6 +79,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::VersionConflict { .. } => ApiError::ConcurrentChange,
+            StoreError::DeadlineExceeded => ApiError::DeadlineExceeded,
             StoreError::Database(error) => ApiError::from(error),
             other => ApiError::from_database(other.to_string()),
         }
@@ -93,6 +98,14 @@ impl From<sqlx::Error> for ApiError {
         {
             tracing::debug!(%error, "transaction lost a race; retryable");
             return ApiError::ConcurrentChange;
+        }
+        // query_canceled: the statement_timeout the request's deadline set.
+        if error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .is_some_and(|code| code == "57014")
+        {
+            return ApiError::DeadlineExceeded;
         }
         match &error {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
@@ -149,6 +162,7 @@ impl From<ApiError> for Status {
                 message,
                 ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
             ),
+            ApiError::DeadlineExceeded => Status::deadline_exceeded(message),
             ApiError::RateLimited { retry_after } => {
                 let mut details = ErrorDetails::with_error_info("RATE_LIMITED", ERROR_DOMAIN, []);
                 details.set_retry_info(Some(retry_after.max(Duration::from_millis(1))));

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod availability;
 pub mod config;
 mod counters;
+mod deadline;
 pub mod error;
 pub mod feed;
 pub mod ingest;
@@ -188,6 +189,7 @@ impl Application {
             .accept_http1(true)
             .layer(skileez_web::layer(&config.cors_origins))
             .layer(skileez_telemetry::grpc::ServerLayer)
+            .layer(deadline::DeadlineLayer::new(limits.request_timeout))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -227,3 +227,72 @@ async fn a_request_above_the_message_size_limit_is_refused_before_any_handler() 
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     assert!(status.message().contains("too large"), "{status:?}");
 }
+
+#[tokio::test]
+async fn a_deadline_that_passes_while_the_booking_waits_in_the_database_stops_it_there() {
+    let app = TestApp::spawn().await;
+    // Another transaction holds the coach's stream lock (as a change of her
+    // hours would): the booking's append waits for it inside PostgreSQL.
+    let mut holder = app.db.pool().begin().await.expect("a transaction");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('skileez.stream:' || $1, 0))")
+        .bind("coach-grace")
+        .execute(&mut *holder)
+        .await
+        .expect("the coach's lock");
+
+    let mut ada = app.student("ada");
+    let mut request = Request::new(free_request(
+        "ada",
+        "grace",
+        chrono::DurationRound::duration_trunc(
+            chrono::Utc::now() + chrono::Duration::days(2),
+            chrono::Duration::minutes(1),
+        )
+        .expect("a whole minute"),
+    ));
+    request.set_timeout(StdDuration::from_millis(800));
+    let started = std::time::Instant::now();
+    let status = ada
+        .schedule_free_consultation(request)
+        .await
+        .expect_err("the lock is never granted in time");
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{status:?}"
+    );
+    assert!(
+        started.elapsed() < StdDuration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Nothing of the booking still waits in the database once its deadline
+    // has passed: the statement was cancelled there, not just abandoned.
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(app.db.pool())
+        .await
+        .expect("pg_stat_activity")
+    };
+    let deadline = std::time::Instant::now() + StdDuration::from_secs(2);
+    while waiting().await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the booking still waits on the lock after its deadline"
+        );
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    holder.rollback().await.expect("rollback");
+    // And nothing was booked.
+    let calls = app
+        .student("ada")
+        .list_calls(pb::ListCallsRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .calls;
+    assert!(calls.is_empty(), "{calls:?}");
+}

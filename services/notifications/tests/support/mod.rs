@@ -449,6 +449,8 @@ async fn start_scheduling(db: &TestDatabase, nats: &TestNats, policy: Policy) ->
         ("SKILEEZ_INGEST", "false".to_owned()),
         ("NATS_URL", nats.url()),
         ("SKILEEZ_CORS_ORIGINS", APP_ORIGIN.to_owned()),
+        // Tests book in bursts; the rate limit has its own test.
+        ("SKILEEZ_RATE_LIMIT_PER_MINUTE", "0".to_owned()),
     ]);
     let mut config = skileez_scheduling::Config::from_lookup(|name| vars.get(name).cloned())
         .expect("scheduling test config");
