@@ -158,14 +158,24 @@ pub fn validate_list_deliveries(
 ) -> Result<(DeliveryFilter, i64), ApiError> {
     let mut violations = Vec::new();
     let mut states = Vec::new();
+    let mut unknown = Vec::new();
     for state in &request.states {
         match pb::DeliveryState::try_from(*state)
             .ok()
             .and_then(DeliveryState::from_proto)
         {
             Some(state) => states.push(state),
-            None => violations.push(("states", format!("{state} is not a delivery state"))),
+            None => unknown.push(*state),
         }
+    }
+    // One violation for all of them: one each would let a request of a few
+    // megabytes make an error too large for any client to receive.
+    if let Some(first) = unknown.first() {
+        let description = match unknown.len() {
+            1 => format!("{first} is not a delivery state"),
+            n => format!("{first} and {} more are not delivery states", n - 1),
+        };
+        violations.push(("states", description));
     }
     let call_id = match request.call_id.trim() {
         "" => None,
@@ -391,5 +401,43 @@ impl pb::delivery_service_server::DeliveryService for DeliveryApi {
             self.ctx.wake.notify_one();
         }
         Ok(Response::new(pb::RetryDeadLettersResponse { retried }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    /// Found by the `notification_service` fuzz target (`crash-f9d379f4…`): `[rpc, zone]`
+    /// then a ListDeliveriesRequest with dozens of unknown states. Each was
+    /// a violation of its own, and the error outgrew what a client accepts
+    /// in trailers (16 KiB by default) at a few hundred.
+    const MANY_UNKNOWN_STATES: &[u8] = &[
+        0x03, 0x00, 0x0a, 0x43, 0x2f, 0x00, 0x63, 0x12, 0x21, 0x30, 0x31, 0x39, 0x32, 0x66, 0x30,
+        0x69, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x24, 0xcd, 0x1e, 0x00, 0x01, 0x00, 0x00, 0x00, 0x20,
+        0x00, 0x00, 0x40, 0x00, 0x0a, 0x24, 0x30, 0x1e, 0x00, 0x19, 0x19, 0x19, 0x19, 0xff, 0xff,
+        0x62, 0x34, 0x65, 0x2d, 0x37, 0x33, 0x62, 0x34, 0x63, 0x35, 0x64, 0x36, 0x65, 0x1a, 0x05,
+        0x73, 0x01, 0x00, 0x00, 0x00, 0x74, 0x75, 0x2d, 0x31, 0x1a, 0x01, 0x28, 0x64, 0x32, 0x02,
+        0x64, 0x37,
+    ];
+
+    #[test]
+    fn unknown_states_make_one_violation_however_many() {
+        let mut message = pb::ListDeliveriesRequest::decode(&MANY_UNKNOWN_STATES[2..]).unwrap();
+        message.states.extend(std::iter::repeat_n(99, 100_000));
+        let Err(ApiError::InvalidArgument(violations)) = validate_list_deliveries(&message) else {
+            panic!("expected INVALID_ARGUMENT");
+        };
+        let states: Vec<_> = violations.iter().filter(|v| v.field == "states").collect();
+        assert_eq!(states.len(), 1, "{states:?}");
+        assert!(
+            states[0]
+                .description
+                .contains("more are not delivery states")
+        );
+        let status = Status::from(ApiError::InvalidArgument(violations));
+        assert!(status.message().len() < 1_000, "{}", status.message());
     }
 }

@@ -15,9 +15,20 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 pub const MAX_NOTE_CHARS: usize = 1000;
 pub const MAX_REASON_CHARS: usize = 500;
 
-/// Collects field violations so a caller learns about every bad field at once.
+/// The most violations one error lists. Past that they mostly repeat one
+/// mistake, and a list that grew with the request (one violation per entry
+/// of a repeated field) would outgrow what a client accepts in trailers
+/// (16 KiB by default), so the client would see a protocol error instead.
+pub const MAX_VIOLATIONS: usize = 10;
+
+/// Collects field violations so a caller learns about every bad field at
+/// once (up to [`MAX_VIOLATIONS`], then how many more there are).
 #[derive(Debug, Default)]
-pub struct Checks(Vec<Violation>);
+pub struct Checks {
+    violations: Vec<Violation>,
+    /// The first violation not listed, and how many were not.
+    unlisted: Option<(Violation, usize)>,
+}
 
 impl Checks {
     pub fn new() -> Self {
@@ -29,21 +40,34 @@ impl Checks {
         match result {
             Ok(value) => Some(value),
             Err(violation) => {
-                self.0.push(violation);
+                self.push(violation);
                 None
             }
         }
     }
 
     pub fn push(&mut self, violation: Violation) {
-        self.0.push(violation);
+        if self.violations.len() < MAX_VIOLATIONS {
+            self.violations.push(violation);
+        } else {
+            self.unlisted.get_or_insert((violation, 0)).1 += 1;
+        }
     }
 
-    pub fn finish(self) -> Result<(), ApiError> {
-        if self.0.is_empty() {
+    pub fn finish(mut self) -> Result<(), ApiError> {
+        if let Some((first, count)) = self.unlisted {
+            self.violations.push(Violation::new(
+                first.field,
+                format!(
+                    "and {count} more problems from this field on, not listed: fix the ones \
+                     above and send again"
+                ),
+            ));
+        }
+        if self.violations.is_empty() {
             Ok(())
         } else {
-            Err(ApiError::InvalidArgument(self.0))
+            Err(ApiError::InvalidArgument(self.violations))
         }
     }
 }
@@ -55,7 +79,7 @@ pub fn call_id(field: &str, value: &str) -> Result<CallId, Violation> {
     uuid::Uuid::parse_str(value).map(CallId).map_err(|_| {
         Violation::new(
             field,
-            format!("{value:?} is not a call id: expected a UUID"),
+            format!("{:?} is not a call id: expected a UUID", truncated(value)),
         )
     })
 }
@@ -114,11 +138,34 @@ pub fn text(field: &str, value: &str, max_chars: usize) -> Result<Option<String>
     Ok((!value.is_empty()).then(|| value.to_owned()))
 }
 
+/// The range of a `google.protobuf.Timestamp`: 0001-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59.999999999Z. Chrono reaches much further, but an
+/// instant outside this range cannot be sent back in an answer, and the
+/// arithmetic after validation (a call's end, a search window) overflows
+/// chrono's own range near its edges.
+pub const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
+pub const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+
+/// Whether `at` lies in the `Timestamp` range.
+pub fn in_timestamp_range(at: DateTime<Utc>) -> bool {
+    (MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&at.timestamp())
+}
+
 pub fn timestamp(field: &str, value: &prost_types::Timestamp) -> Result<DateTime<Utc>, Violation> {
+    // Nanos from 0 to 999,999,999 only: chrono would read more as a leap
+    // second, which the `Timestamp` format does not have.
     u32::try_from(value.nanos)
         .ok()
+        .filter(|nanos| *nanos < 1_000_000_000)
         .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos))
-        .ok_or_else(|| Violation::new(field, "not a valid timestamp"))
+        .filter(|at| in_timestamp_range(*at))
+        .ok_or_else(|| {
+            Violation::new(
+                field,
+                "not a valid timestamp: seconds from 0001-01-01T00:00:00Z to \
+                 9999-12-31T23:59:59Z, nanos from 0 to 999999999",
+            )
+        })
 }
 
 /// Field paths of a start time inside a request (`start` or `new_start`).
@@ -198,6 +245,16 @@ pub fn start(
                 };
                 ApiError::Domain(DomainError::Time { field, source })
             })?;
+            // Years 0000 and 9999 may cross the range in another zone.
+            if !in_timestamp_range(utc) {
+                return Err(ApiError::invalid(
+                    field.date_time,
+                    format!(
+                        "resolves to {utc}, outside 0001-01-01 to 9999-12-31 (UTC): send a time \
+                         within that range"
+                    ),
+                ));
+            }
             Ok(RequestedStart {
                 utc,
                 time_zone: Some(zone),
@@ -390,6 +447,107 @@ mod tests {
         assert!(request_id(&"a".repeat(129)).is_err());
         assert!(request_id("has space").is_err());
         assert_eq!(request_id("r-1").unwrap().as_deref(), Some("r-1"));
+    }
+
+    #[test]
+    fn timestamps_are_held_to_the_protobuf_range() {
+        let ts = |seconds, nanos| prost_types::Timestamp { seconds, nanos };
+        assert!(timestamp("t", &ts(MIN_TIMESTAMP_SECONDS, 0)).is_ok());
+        assert!(timestamp("t", &ts(MAX_TIMESTAMP_SECONDS, 999_999_999)).is_ok());
+        // Found by the scheduling_service fuzz target: chrono's last
+        // second was accepted, and CheckAvailability's end overflowed.
+        for (seconds, nanos) in [
+            (8_210_266_876_799, 0),
+            (MAX_TIMESTAMP_SECONDS + 1, 0),
+            (MIN_TIMESTAMP_SECONDS - 1, 999_999_999),
+            (i64::MAX, 0),
+            (i64::MIN, 0),
+            // A leap second to chrono, nothing to a Timestamp.
+            (1_798_000_059, 1_500_000_000),
+            (0, -1),
+        ] {
+            let violation = timestamp("start.utc", &ts(seconds, nanos)).unwrap_err();
+            assert_eq!(violation.field, "start.utc");
+        }
+    }
+
+    /// Found by the `scheduling_service` fuzz target (`crash-2fe2b3f3…`): a paid session
+    /// at 0000-12-30T23:59 in Pacific/Kiritimati (UTC+14), before year 1 in
+    /// UTC; it resolved, and was accepted.
+    const LOCAL_START_BEFORE_YEAR_ONE: &[u8] = &[
+        0x03, 0x01, 0x12, 0x05, 0x73, 0x74, 0x75, 0x2d, 0x31, 0x1a, 0x07, 0x63, 0x6f, 0x61, 0x63,
+        0x68, 0x2d, 0x31, 0x22, 0x0a, 0x63, 0x6f, 0x6e, 0x74, 0x72, 0x61, 0x63, 0x74, 0x2d, 0x31,
+        0x2a, 0x28, 0x12, 0x26, 0x0a, 0x10, 0x30, 0x30, 0x30, 0x30, 0x2d, 0x31, 0x32, 0x2d, 0x33,
+        0x30, 0x54, 0x32, 0x33, 0x3a, 0x35, 0x39, 0x12, 0x12, 0x50, 0x61, 0x63, 0x69, 0x66, 0x69,
+        0x63, 0x2f, 0x4b, 0x69, 0x72, 0x69, 0x74, 0x69, 0x6d, 0x61, 0x74, 0x69,
+    ];
+
+    #[test]
+    fn local_starts_outside_the_timestamp_range_are_rejected() {
+        use prost::Message;
+        let message =
+            pb::SchedulePaidSessionRequest::decode(&LOCAL_START_BEFORE_YEAR_ONE[2..]).unwrap();
+        let late = pb::StartTime {
+            time: Some(pb::start_time::Time::Local(pb::LocalDateTime {
+                date_time: "9999-12-31T23:00".into(),
+                time_zone: "America/New_York".into(),
+                fold: None,
+            })),
+        };
+        for start_time in [message.start.as_ref().unwrap(), &late] {
+            match start(START, Some(start_time), None) {
+                Err(ApiError::InvalidArgument(violations)) => {
+                    assert_eq!(violations[0].field, "start.local.date_time");
+                }
+                other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+            }
+        }
+        let earliest = pb::StartTime {
+            time: Some(pb::start_time::Time::Local(pb::LocalDateTime {
+                date_time: "0001-01-01T00:00".into(),
+                time_zone: "UTC".into(),
+                fold: None,
+            })),
+        };
+        assert!(start(START, Some(&earliest), None).is_ok());
+    }
+
+    #[test]
+    fn many_bad_fields_make_a_bounded_error() {
+        // Found by the availability_service fuzz target: 200 weekly hours of
+        // the wrong form made a 217 KB error, 600 violations long.
+        let hours = pb::Availability {
+            time_zone: "Europe/Berlin".into(),
+            weekly: (0..200)
+                .map(|_| pb::WeeklyInterval {
+                    weekday: 0,
+                    start: "9".into(),
+                    end: "5".into(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let Err(ApiError::InvalidArgument(violations)) = availability("availability", Some(&hours))
+        else {
+            panic!("expected INVALID_ARGUMENT");
+        };
+        assert_eq!(violations.len(), MAX_VIOLATIONS + 1);
+        assert_eq!(violations[0].field, "availability.weekly[0].weekday");
+        let last = violations.last().unwrap();
+        assert_eq!(last.field, "availability.weekly[3].start");
+        assert!(
+            last.description.starts_with("and 590 more problems"),
+            "{last:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_call_id_is_not_echoed_whole() {
+        // Found by random_requests: a CancelCall with a call id of thousands
+        // of characters got an error too large for the client to receive
+        // (h2 protocol error instead of INVALID_ARGUMENT).
+        let violation = call_id("call_id", &" ".repeat(5_000)).unwrap_err();
+        assert!(violation.description.len() < 100, "{violation:?}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! authenticated, since hours are public and a slot reveals nothing about
 //! other people's calls.
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use skileez_domain::{
     CoachBusy, SlotQuery, UserId,
@@ -84,8 +84,104 @@ impl AvailabilityApi {
     }
 }
 
-fn coach_id(value: &str) -> Result<UserId, ApiError> {
+/// The `coach_id` of every `AvailabilityService` request.
+pub fn coach_id(value: &str) -> Result<UserId, ApiError> {
     validate::user_id("coach_id", value).map_err(|v| ApiError::InvalidArgument(vec![v]))
+}
+
+/// What `FindSlots` asks for, checked.
+#[derive(Debug)]
+pub struct FindSlotsInput {
+    pub coach: UserId,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub duration: u32,
+    pub step: u32,
+    /// `None`: the caller's profile zone, else UTC.
+    pub viewer: Option<Tz>,
+}
+
+/// `FindSlots`: 0 minutes means `default_minutes`, a step of 0 means
+/// [`DEFAULT_STEP_MINUTES`].
+pub fn validate_find_slots(
+    message: &pb::FindSlotsRequest,
+    default_minutes: u32,
+) -> Result<FindSlotsInput, ApiError> {
+    let mut checks = Checks::new();
+    let coach = checks.take(validate::user_id("coach_id", &message.coach_id));
+    let mut instant = |field: &str, value: Option<&prost_types::Timestamp>| match value {
+        Some(ts) => checks.take(validate::timestamp(field, ts)),
+        None => {
+            checks.push(Violation::new(field, "required: a timestamp"));
+            None
+        }
+    };
+    let from = instant("from", message.from.as_ref());
+    let to = instant("to", message.to.as_ref());
+    let duration = match message.duration_minutes {
+        0 => default_minutes,
+        minutes @ 1..=240 => minutes,
+        _ => {
+            checks.push(Violation::new(
+                "duration_minutes",
+                "must be between 1 and 240 (0 means the free consultation's 15)",
+            ));
+            0
+        }
+    };
+    let step = match message.step_minutes {
+        0 => DEFAULT_STEP_MINUTES,
+        minutes @ 1..=1440 => minutes,
+        _ => {
+            checks.push(Violation::new(
+                "step_minutes",
+                format!("must be between 1 and 1440 (0 means {DEFAULT_STEP_MINUTES})"),
+            ));
+            0
+        }
+    };
+    if let (Some(from), Some(to)) = (from, to) {
+        if to <= from {
+            checks.push(Violation::new("to", "must be after from"));
+        } else if to - from > Duration::days(availability::MAX_SLOT_RANGE_DAYS) {
+            checks.push(Violation::new(
+                "to",
+                format!(
+                    "must be at most {} days after from",
+                    availability::MAX_SLOT_RANGE_DAYS
+                ),
+            ));
+        }
+    }
+    let viewer = if message.viewer_time_zone.is_empty() {
+        None
+    } else {
+        checks.take(time::parse_zone(&message.viewer_time_zone).map_err(|_| {
+            Violation::new(
+                "viewer_time_zone",
+                format!(
+                    "{:?} is not an IANA time zone such as America/New_York",
+                    message
+                        .viewer_time_zone
+                        .chars()
+                        .take(64)
+                        .collect::<String>()
+                ),
+            )
+        }))
+    };
+    checks.finish()?;
+    let (Some(coach), Some(from), Some(to)) = (coach, from, to) else {
+        return Err(ApiError::invalid("coach_id", "required"));
+    };
+    Ok(FindSlotsInput {
+        coach,
+        from,
+        to,
+        duration,
+        step,
+        viewer,
+    })
 }
 
 #[tonic::async_trait]
@@ -228,73 +324,14 @@ impl pb::availability_service_server::AvailabilityService for AvailabilityApi {
         let principal = self.ctx.principal(&request)?;
         let message = request.get_ref();
         let policy = self.ctx.scheduler.policy();
-        let mut checks = Checks::new();
-        let coach = checks.take(validate::user_id("coach_id", &message.coach_id));
-        let mut instant = |field: &str, value: Option<&prost_types::Timestamp>| match value {
-            Some(ts) => checks.take(validate::timestamp(field, ts)),
-            None => {
-                checks.push(Violation::new(field, "required: a timestamp"));
-                None
-            }
-        };
-        let from = instant("from", message.from.as_ref());
-        let to = instant("to", message.to.as_ref());
-        let duration = match message.duration_minutes {
-            0 => policy.free_consultation_minutes,
-            minutes @ 1..=240 => minutes,
-            _ => {
-                checks.push(Violation::new(
-                    "duration_minutes",
-                    "must be between 1 and 240 (0 means the free consultation's 15)",
-                ));
-                0
-            }
-        };
-        let step = match message.step_minutes {
-            0 => DEFAULT_STEP_MINUTES,
-            minutes @ 1..=1440 => minutes,
-            _ => {
-                checks.push(Violation::new(
-                    "step_minutes",
-                    format!("must be between 1 and 1440 (0 means {DEFAULT_STEP_MINUTES})"),
-                ));
-                0
-            }
-        };
-        if let (Some(from), Some(to)) = (from, to) {
-            if to <= from {
-                checks.push(Violation::new("to", "must be after from"));
-            } else if to - from > Duration::days(availability::MAX_SLOT_RANGE_DAYS) {
-                checks.push(Violation::new(
-                    "to",
-                    format!(
-                        "must be at most {} days after from",
-                        availability::MAX_SLOT_RANGE_DAYS
-                    ),
-                ));
-            }
-        }
-        let viewer = if message.viewer_time_zone.is_empty() {
-            None
-        } else {
-            checks.take(time::parse_zone(&message.viewer_time_zone).map_err(|_| {
-                Violation::new(
-                    "viewer_time_zone",
-                    format!(
-                        "{:?} is not an IANA time zone such as America/New_York",
-                        message
-                            .viewer_time_zone
-                            .chars()
-                            .take(64)
-                            .collect::<String>()
-                    ),
-                )
-            }))
-        };
-        checks.finish()?;
-        let (Some(coach), Some(from), Some(to)) = (coach, from, to) else {
-            return Err(ApiError::invalid("coach_id", "required").into());
-        };
+        let FindSlotsInput {
+            coach,
+            from,
+            to,
+            duration,
+            step,
+            viewer,
+        } = validate_find_slots(message, policy.free_consultation_minutes)?;
         let viewer = self.viewer_zone(&principal, viewer).await?;
 
         let pool = self.ctx.scheduler.pool();
@@ -335,5 +372,34 @@ impl pb::availability_service_server::AvailabilityService for AvailabilityApi {
             duration_minutes: duration,
             step_minutes: step,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    /// Found by the `availability_service` fuzz target (`crash-2a38f0cc…`): `[rpc, zone]`
+    /// then a FindSlotsRequest for the last ten days chrono can hold. It was
+    /// accepted, and the handler's `to + duration` would have overflowed.
+    const FIND_SLOTS_AT_CHRONOS_END: &[u8] = &[
+        0x03, 0x00, 0x0a, 0x07, 0x63, 0x6f, 0x61, 0x63, 0x68, 0x2d, 0x31, 0x12, 0x08, 0x08, 0x80,
+        0x95, 0xf4, 0xcf, 0xf9, 0xee, 0x01, 0x1a, 0x08, 0x08, 0xff, 0xd6, 0xa9, 0xd0, 0xf9, 0xee,
+        0x01, 0x20, 0xf0, 0x01, 0x2a, 0x0e, 0x41, 0x73, 0x69, 0x61, 0x2f, 0x4b, 0x61, 0x74, 0x68,
+        0x6d, 0x61, 0x6e, 0x64, 0x75, 0x30, 0x0f,
+    ];
+
+    #[test]
+    fn a_search_at_the_end_of_time_is_rejected() {
+        let message = pb::FindSlotsRequest::decode(&FIND_SLOTS_AT_CHRONOS_END[2..]).unwrap();
+        match validate_find_slots(&message, 15) {
+            Err(ApiError::InvalidArgument(violations)) => {
+                let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+                assert_eq!(fields, ["from", "to"]);
+            }
+            other => panic!("expected INVALID_ARGUMENT on from and to, got {other:?}"),
+        }
     }
 }

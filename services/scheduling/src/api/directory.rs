@@ -94,7 +94,7 @@ pub fn validate_participant(p: &pb::Participant) -> Result<ParticipantRow, ApiEr
             "participant.time_zone",
             format!(
                 "{:?} is not an IANA time zone such as Europe/Berlin",
-                p.time_zone
+                p.time_zone.chars().take(64).collect::<String>()
             ),
         ));
     }
@@ -259,5 +259,33 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::NotFound(format!("contract {id} is not known")))?;
         Ok(Response::new(contract_to_pb(contract)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_time_zone_is_not_echoed_whole() {
+        // Found by random_requests: a zone of thousands of characters came
+        // back whole in the error, too large for the client to receive
+        // (h2 protocol error instead of INVALID_ARGUMENT).
+        let participant = pb::Participant {
+            user_id: "stu-1".into(),
+            display_name: String::new(),
+            email: String::new(),
+            time_zone: "&".repeat(5_000),
+            locale: String::new(),
+            email_enabled: false,
+        };
+        let Err(ApiError::InvalidArgument(violations)) = validate_participant(&participant) else {
+            panic!("expected INVALID_ARGUMENT");
+        };
+        let zone = violations
+            .iter()
+            .find(|v| v.field == "participant.time_zone")
+            .expect("a time zone violation");
+        assert!(zone.description.len() < 200, "{zone:?}");
     }
 }

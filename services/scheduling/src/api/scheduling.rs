@@ -286,7 +286,14 @@ pub fn check_availability_window(
     duration_minutes: u32,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
     let start = validate::start(validate::START, message.start.as_ref(), caller_zone)?.utc;
+    // Cannot overflow: `start` is inside the Timestamp range, far from chrono's edges.
     let end = start + Duration::minutes(i64::from(duration_minutes));
+    if !validate::in_timestamp_range(end) {
+        return Err(ApiError::invalid(
+            validate::START.root,
+            "too late: the call would end after 9999-12-31T23:59:59Z, which no answer can carry",
+        ));
+    }
     Ok((start, end))
 }
 
@@ -924,5 +931,56 @@ impl Watcher {
             }))
             .await
             .map_err(|_| WatchEnd::ClientGone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    /// Found by the `scheduling_service` fuzz target (`crash-cc4cc88c…`): `[rpc, zone]`
+    /// then a CheckAvailabilityRequest starting at chrono's last second,
+    /// 240 minutes long. The end overflowed (`DateTime + TimeDelta`
+    /// panicked) before `validate::timestamp` kept to the protobuf range.
+    const CHECK_AVAILABILITY_AT_CHRONOS_END: &[u8] = &[
+        0x01, 0x01, 0x0a, 0x07, 0x63, 0x6f, 0x61, 0x63, 0x68, 0x2d, 0x31, 0x12, 0x0a, 0x0a, 0x08,
+        0x08, 0xff, 0xd6, 0xa9, 0xd0, 0xf9, 0xee, 0x01, 0x18, 0xf0, 0x01, 0x22, 0x05, 0x73, 0x74,
+        0x75, 0x2d, 0x31,
+    ];
+
+    #[test]
+    fn a_start_at_the_end_of_time_is_rejected_not_overflowed() {
+        let message =
+            pb::CheckAvailabilityRequest::decode(&CHECK_AVAILABILITY_AT_CHRONOS_END[2..]).unwrap();
+        let (_, _, minutes) = validate_check_availability(&message, 15).unwrap();
+        assert_eq!(minutes, 240);
+        match check_availability_window(&message, Some("Europe/Berlin"), minutes) {
+            Err(ApiError::InvalidArgument(violations)) => {
+                assert_eq!(violations[0].field, "start.utc");
+            }
+            other => panic!("expected INVALID_ARGUMENT on start.utc, got {other:?}"),
+        }
+    }
+
+    /// Found by the `scheduling_service` fuzz target (`crash-a51873da…`): a check from
+    /// the last nanosecond of 9999, whose end no Timestamp can carry.
+    const CHECK_AVAILABILITY_ENDING_AFTER_9999: &[u8] = &[
+        0x01, 0x01, 0x0a, 0x07, 0x63, 0x6f, 0x61, 0x63, 0x68, 0x2d, 0x31, 0x12, 0x0f, 0x0a, 0x0d,
+        0x08, 0xff, 0x82, 0xd1, 0xff, 0xaf, 0x07, 0x10, 0xff, 0x93, 0xeb, 0xdc, 0x03, 0x18, 0xf0,
+        0x01, 0x22, 0x05, 0x73, 0x74, 0x75, 0x2d, 0x31,
+    ];
+
+    #[test]
+    fn a_check_ending_after_9999_is_rejected() {
+        let message =
+            pb::CheckAvailabilityRequest::decode(&CHECK_AVAILABILITY_ENDING_AFTER_9999[2..])
+                .unwrap();
+        match check_availability_window(&message, Some("Europe/Berlin"), 240) {
+            Err(ApiError::InvalidArgument(violations)) => assert_eq!(violations[0].field, "start"),
+            other => panic!("expected INVALID_ARGUMENT on start, got {other:?}"),
+        }
+        assert!(check_availability_window(&message, None, 0).is_ok());
     }
 }
