@@ -278,6 +278,7 @@ impl Application {
             .accept_http1(true)
             .layer(skileez_web::layer(&config.cors_origins))
             .layer(skileez_telemetry::grpc::ServerLayer)
+            .layer(skileez_edge::CatchPanicLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

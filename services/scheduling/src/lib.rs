@@ -190,6 +190,7 @@ impl Application {
             .layer(skileez_web::layer(&config.cors_origins))
             .layer(skileez_telemetry::grpc::ServerLayer)
             .layer(deadline::DeadlineLayer::new(limits.request_timeout))
+            .layer(skileez_edge::CatchPanicLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
