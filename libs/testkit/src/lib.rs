@@ -103,6 +103,30 @@ impl TestDatabase {
         self.options.to_url_lossy().to_string()
     }
 
+    /// A new database copied from this one (`CREATE DATABASE ... TEMPLATE`),
+    /// for benchmarks that seed a large store once and run on fresh copies.
+    /// PostgreSQL copies only a database nobody is connected to, so this
+    /// closes this value's pool for good: use [`Self::connect_options`]
+    /// afterwards.
+    pub async fn copy(&self) -> Result<TestDatabase, sqlx::Error> {
+        self.pool.close().await;
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect_with(&self.admin).await?;
+        create_database(&mut conn, &name, Some(&self.name)).await?;
+        conn.close().await?;
+        let options = self.admin.clone().database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect_with(options.clone())
+            .await?;
+        Ok(TestDatabase {
+            name,
+            admin: self.admin.clone(),
+            options,
+            pool,
+        })
+    }
+
     /// Connection options for the database, for a pool of another size.
     pub fn connect_options(&self) -> PgConnectOptions {
         self.options.clone()

@@ -84,6 +84,14 @@ pub struct Outcome {
     pub names: HashMap<String, String>,
 }
 
+/// Whether the call's stream may exist: only a booking's fresh id is known
+/// not to.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Existing,
+    New,
+}
+
 /// Decides and applies commands to calls.
 #[derive(Clone)]
 pub struct Scheduler {
@@ -146,6 +154,52 @@ impl Scheduler {
         C: Fn(Option<&Call>) -> Result<Command, ApiError>,
         F: Fn(&Outcome) -> R,
     {
+        self.run(
+            principal,
+            call_id,
+            Stream::Existing,
+            request,
+            command,
+            respond,
+        )
+        .await
+    }
+
+    /// [`Scheduler::execute`] for a call id made just now (a booking): no
+    /// stream can exist yet, so its (empty) read is skipped — one round trip
+    /// less per booking. The append still expects no stream, so an id that
+    /// did exist would be refused, not overwritten.
+    pub async fn execute_new<R, C, F>(
+        &self,
+        principal: &Principal,
+        call_id: CallId,
+        request: Option<RequestKey>,
+        command: C,
+        respond: F,
+    ) -> Result<R, ApiError>
+    where
+        R: Message + Default,
+        C: Fn(Option<&Call>) -> Result<Command, ApiError>,
+        F: Fn(&Outcome) -> R,
+    {
+        self.run(principal, call_id, Stream::New, request, command, respond)
+            .await
+    }
+
+    async fn run<R, C, F>(
+        &self,
+        principal: &Principal,
+        call_id: CallId,
+        stream: Stream,
+        request: Option<RequestKey>,
+        command: C,
+        respond: F,
+    ) -> Result<R, ApiError>
+    where
+        R: Message + Default,
+        C: Fn(Option<&Call>) -> Result<Command, ApiError>,
+        F: Fn(&Outcome) -> R,
+    {
         if let Some(key) = &request
             && let Some(answer) = self.stored_answer(key).await?
         {
@@ -153,7 +207,14 @@ impl Scheduler {
         }
         let metadata = event_metadata(principal, request.as_ref());
         let result = self
-            .execute_once(call_id, request.as_ref(), &metadata, &command, &respond)
+            .execute_once(
+                call_id,
+                stream,
+                request.as_ref(),
+                &metadata,
+                &command,
+                &respond,
+            )
             .await;
         match (result, &request) {
             // A retry racing its first attempt: the loser fails on the
@@ -191,6 +252,7 @@ impl Scheduler {
     async fn execute_once<R, C, F>(
         &self,
         call_id: CallId,
+        stream: Stream,
         request: Option<&RequestKey>,
         metadata: &serde_json::Value,
         command: &C,
@@ -205,7 +267,7 @@ impl Scheduler {
         loop {
             attempt += 1;
             match self
-                .try_execute(call_id, request, metadata, command, respond)
+                .try_execute(call_id, stream, request, metadata, command, respond)
                 .await
             {
                 Err(ExecError::Api(ApiError::ConcurrentChange)) if attempt < MAX_ATTEMPTS => {
@@ -219,6 +281,7 @@ impl Scheduler {
     async fn try_execute<R, C, F>(
         &self,
         call_id: CallId,
+        stream: Stream,
         request: Option<&RequestKey>,
         metadata: &serde_json::Value,
         command: &C,
@@ -229,7 +292,10 @@ impl Scheduler {
         C: Fn(Option<&Call>) -> Result<Command, ApiError>,
         F: Fn(&Outcome) -> R,
     {
-        let state = self.load(call_id).await?;
+        let state = match stream {
+            Stream::Existing => self.load(call_id).await?,
+            Stream::New => None,
+        };
         let command = command(state.as_ref())?;
         let now = Utc::now();
         let decided =

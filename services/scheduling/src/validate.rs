@@ -196,6 +196,15 @@ pub const NEW_START: StartField = StartField {
 
 /// Resolves a requested start to UTC. A local time without a zone is read in
 /// `caller_zone` (the caller's profile zone), when there is one.
+/// Whether resolving `value` needs the caller's own zone: a local time that
+/// names none. Lets the handler skip reading the caller's profile otherwise.
+pub fn needs_caller_zone(value: Option<&pb::StartTime>) -> bool {
+    matches!(
+        value.and_then(|s| s.time.as_ref()),
+        Some(pb::start_time::Time::Local(local)) if local.time_zone.is_empty()
+    )
+}
+
 pub fn start(
     field: StartField,
     value: Option<&pb::StartTime>,
@@ -422,6 +431,24 @@ pub fn page_size(value: i32) -> Result<u32, Violation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_local_start_without_a_zone_needs_the_callers_profile() {
+        let local = |zone: &str| pb::StartTime {
+            time: Some(pb::start_time::Time::Local(pb::LocalDateTime {
+                date_time: "2026-03-29T02:30".to_owned(),
+                time_zone: zone.to_owned(),
+                fold: None,
+            })),
+        };
+        let utc = pb::StartTime {
+            time: Some(pb::start_time::Time::Utc(prost_types::Timestamp::default())),
+        };
+        assert!(needs_caller_zone(Some(&local(""))));
+        assert!(!needs_caller_zone(Some(&local("Europe/Berlin"))));
+        assert!(!needs_caller_zone(Some(&utc)));
+        assert!(!needs_caller_zone(None));
+    }
 
     #[test]
     fn ids_are_checked() {

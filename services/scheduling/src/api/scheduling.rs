@@ -44,6 +44,20 @@ impl SchedulingApi {
         )
     }
 
+    /// [`Self::caller_zone`], read only when `start` is a local time
+    /// without a zone: a UTC start or one naming its zone needs no lookup.
+    async fn caller_zone_for(
+        &self,
+        principal: &Principal,
+        start: Option<&pb::StartTime>,
+    ) -> Result<Option<String>, ApiError> {
+        if validate::needs_caller_zone(start) {
+            self.caller_zone(principal).await
+        } else {
+            Ok(None)
+        }
+    }
+
     /// A student books only for themself; coaches do not book; admins and
     /// services book for anyone.
     fn may_book_for(principal: &Principal, student: &UserId) -> Result<(), ApiError> {
@@ -73,7 +87,7 @@ impl SchedulingApi {
             note,
         } = validate_booking(&fields)?;
         Self::may_book_for(&principal, &student)?;
-        let zone = self.caller_zone(&principal).await?;
+        let zone = self.caller_zone_for(&principal, fields.start).await?;
         let start = validate::start(validate::START, fields.start, zone.as_deref())?;
         let pool = self.ctx.scheduler.pool();
 
@@ -105,7 +119,7 @@ impl SchedulingApi {
         });
         self.ctx
             .scheduler
-            .execute(
+            .execute_new(
                 &principal,
                 call_id,
                 request,
@@ -491,7 +505,9 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
             )
             .into());
         }
-        let zone = self.caller_zone(&principal).await?;
+        let zone = self
+            .caller_zone_for(&principal, message.start.as_ref())
+            .await?;
         let (start, end) = check_availability_window(message, zone.as_deref(), duration)?;
         let policy = self.ctx.scheduler.policy();
         let now = Utc::now();
@@ -643,7 +659,9 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         let message = request.get_ref();
         let key = request_key(&principal, &message.request_id, "RescheduleCall", message)?;
         let (id, reason) = validate_reschedule(message)?;
-        let zone = self.caller_zone(&principal).await?;
+        let zone = self
+            .caller_zone_for(&principal, message.new_start.as_ref())
+            .await?;
         let new_start = validate::start(
             validate::NEW_START,
             message.new_start.as_ref(),

@@ -16,6 +16,10 @@
 //!   events, decided by the domain and appended to the event store alone, so
 //!   that the figure is the bus path's and not the booking path's (on two
 //!   cores, bookings at 1,000/s leave little CPU to anything else).
+//! - `book`: bookings through gRPC at several concurrencies beside the same
+//!   statements run straight at the database (see [`book`]).
+//! - `read`, `scale`: reads, and bookings, on a seeded store of 1,000,000
+//!   calls (see [`read`], [`seed`]).
 //! - `findslots`: `FindSlots` latency through gRPC, one request at a time,
 //!   for a coach with published hours (Europe/Berlin, 07:00–22:00 every day,
 //!   buffers, a daily maximum) and 500 booked calls, over 30 days, shown to
@@ -47,6 +51,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::OutputFormat;
 
+mod book;
+mod read;
+mod seed;
+
 #[derive(Args)]
 pub struct BenchArgs {
     /// text (readable) or json.
@@ -58,6 +66,19 @@ pub struct BenchArgs {
 
 #[derive(Subcommand)]
 enum Scenario {
+    /// Bookings through gRPC beside the same statements run straight at the
+    /// database, at each concurrency: throughput, latency, and their ratio.
+    Book {
+        /// Concurrent clients; one level per value (e.g. `--concurrency 16`).
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16, 64])]
+        concurrency: Vec<usize>,
+        /// Seconds of timed load per side and run (after a 1 s warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Runs per level; the figures are the medians over them.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Commit → consumer receipt latency at fixed event rates.
     E2e {
         /// Events per second; one run per rate.
@@ -72,6 +93,38 @@ enum Scenario {
         /// What commits the events: whole bookings, or bare event appends.
         #[arg(long, value_enum, default_value_t = Load::Bookings)]
         load: Load,
+    },
+    /// GetCall, ListCalls and CheckAvailability on a large seeded store.
+    Read {
+        /// Which RPCs, one after another.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [read::Rpc::GetCall, read::Rpc::ListCalls, read::Rpc::CheckAvailability])]
+        rpcs: Vec<read::Rpc>,
+        /// Coaches in the store (at most 12,000).
+        #[arg(long, default_value_t = 10_000)]
+        coaches: usize,
+        /// Calls per coach (1,000,000 calls by default).
+        #[arg(long, default_value_t = 100)]
+        calls_per_coach: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Seconds of timed load per RPC and run (after a 1 s warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// The booking rate on a large seeded store against an empty one.
+    Scale {
+        #[arg(long, default_value_t = 10_000)]
+        coaches: usize,
+        #[arg(long, default_value_t = 100)]
+        calls_per_coach: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// FindSlots over a range for a coach with published hours and booked calls.
     Findslots {
@@ -173,6 +226,47 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             requests,
             runs,
         } => findslots(args.output, calls, days, requests, runs).await,
+        Scenario::Book {
+            concurrency,
+            seconds,
+            runs,
+        } => book::run(args.output, &concurrency, seconds, runs).await,
+        Scenario::Read {
+            rpcs,
+            coaches,
+            calls_per_coach,
+            concurrency,
+            seconds,
+            runs,
+        } => {
+            read::read(
+                args.output,
+                &rpcs,
+                coaches,
+                calls_per_coach,
+                concurrency,
+                seconds,
+                runs,
+            )
+            .await
+        }
+        Scenario::Scale {
+            coaches,
+            calls_per_coach,
+            concurrency,
+            seconds,
+            runs,
+        } => {
+            read::scale(
+                args.output,
+                coaches,
+                calls_per_coach,
+                concurrency,
+                seconds,
+                runs,
+            )
+            .await
+        }
     }
 }
 

@@ -1,0 +1,296 @@
+//! `skileez bench read` and `skileez bench scale`: the service on a large
+//! store (see [`super::seed`]).
+//!
+//! - `read`: `GetCall`, `ListCalls` and `CheckAvailability` through gRPC,
+//!   one RPC at a time at the given concurrency, each request about a
+//!   different seeded call, asked by one of its participants with their own
+//!   token (ListCalls: the student's upcoming calls, or every other time the
+//!   coach's, 20 a page; CheckAvailability: the coach with the student, at
+//!   the call's own start, a clash, or an hour later, free).
+//! - `scale`: the `book` load through gRPC on an empty store and on a copy
+//!   of the seeded one, alternately; `ratio` is seeded rate / empty rate.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use skileez_domain::ActorRole;
+use skileez_proto::scheduling as pb;
+use skileez_scheduling::Config;
+use skileez_testkit::TestDatabase;
+
+use super::book::{Rate, Service, book_through_grpc, drive, first_slot};
+use super::{median, seed};
+use crate::OutputFormat;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rpc {
+    GetCall,
+    ListCalls,
+    CheckAvailability,
+}
+
+/// The seeded store; the database is kept for copies.
+async fn seeded(coaches: usize, per_coach: usize) -> anyhow::Result<TestDatabase> {
+    let db = TestDatabase::new().await;
+    let policy = default_config()?.policy;
+    seed::seed(db.pool(), &policy, first_slot()?, coaches, per_coach).await?;
+    Ok(db)
+}
+
+fn default_config() -> anyhow::Result<Config> {
+    Ok(Config::from_lookup(|name| {
+        (name == "SKILEEZ_JWT_SECRET").then(|| "bench-secret-bench-secret-bench-secret".to_owned())
+    })?)
+}
+
+fn median_rate(samples: &[Rate]) -> Rate {
+    let pick = |f: fn(&Rate) -> f64| median(&mut samples.iter().map(f).collect::<Vec<_>>());
+    Rate {
+        bookings: samples.iter().map(|r| r.bookings).sum::<usize>() / samples.len().max(1),
+        errors: samples.iter().map(|r| r.errors).sum(),
+        per_second: pick(|r| r.per_second),
+        p50_ms: pick(|r| r.p50_ms),
+        p99_ms: pick(|r| r.p99_ms),
+        max_ms: pick(|r| r.max_ms),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn read(
+    output: OutputFormat,
+    rpcs: &[Rpc],
+    coaches: usize,
+    per_coach: usize,
+    concurrency: usize,
+    seconds: u64,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let db = seeded(coaches, per_coach).await?;
+    let total = coaches * per_coach;
+    let service = Service::start(db, &[]).await?;
+    let base = first_slot()?;
+    let channels: Arc<Vec<_>> = Arc::new(
+        (0..concurrency)
+            .map(|_| {
+                tonic::transport::Channel::from_shared(format!("http://{}", service.addr))
+                    .map(|c| c.connect_lazy())
+            })
+            .collect::<Result<_, _>>()?,
+    );
+    let mut results = Vec::new();
+    for &rpc in rpcs {
+        let mut samples = Vec::new();
+        for run in 0..runs.max(1) {
+            let issuer = service.issuer.clone();
+            let channels = channels.clone();
+            let rate = drive(concurrency, Duration::from_secs(seconds), move |i| {
+                let issuer = issuer.clone();
+                let channel = channels[i % channels.len()].clone();
+                // Spread over the store: consecutive requests, distant calls.
+                let j = (i.wrapping_mul(7_919) + run * 104_729) % total;
+                async move {
+                    let student = seed::student(j, per_coach);
+                    let coach = seed::coach(j, per_coach);
+                    let bearer = |user: &str, role| {
+                        format!(
+                            "Bearer {}",
+                            issuer.mint(user, role, Duration::from_secs(600))
+                        )
+                        .parse::<tonic::metadata::MetadataValue<_>>()
+                    };
+                    let timestamp = |t: chrono::DateTime<Utc>| prost_types::Timestamp {
+                        seconds: t.timestamp(),
+                        nanos: 0,
+                    };
+                    match rpc {
+                        Rpc::GetCall => {
+                            let mut client =
+                                pb::scheduling_service_client::SchedulingServiceClient::new(
+                                    channel,
+                                );
+                            let mut request = tonic::Request::new(pb::GetCallRequest {
+                                call_id: seed::call_id(j),
+                            });
+                            request
+                                .metadata_mut()
+                                .insert("authorization", bearer(&student, ActorRole::Student)?);
+                            let answer = client.get_call(request).await?.into_inner();
+                            let card = answer.card;
+                            anyhow::ensure!(
+                                card.and_then(|c| c.student)
+                                    .is_some_and(|s| s.user_id == student),
+                                "call {j} is not {student}'s"
+                            );
+                        }
+                        Rpc::ListCalls => {
+                            let (user, role) = if i % 2 == 0 {
+                                (student, ActorRole::Student)
+                            } else {
+                                (coach, ActorRole::Coach)
+                            };
+                            let mut client =
+                                pb::scheduling_service_client::SchedulingServiceClient::new(
+                                    channel,
+                                );
+                            let mut request = tonic::Request::new(pb::ListCallsRequest {
+                                user_id: user.clone(),
+                                filter: pb::CallFilter::Upcoming.into(),
+                                page_size: 20,
+                                page_token: String::new(),
+                            });
+                            request
+                                .metadata_mut()
+                                .insert("authorization", bearer(&user, role)?);
+                            let calls = client.list_calls(request).await?.into_inner().calls;
+                            anyhow::ensure!(!calls.is_empty(), "{user} has no calls listed");
+                        }
+                        Rpc::CheckAvailability => {
+                            let clash = i % 2 == 0;
+                            let start = seed::start(base, j, per_coach)
+                                + chrono::Duration::minutes(if clash { 0 } else { 60 });
+                            let mut client =
+                                pb::scheduling_service_client::SchedulingServiceClient::new(
+                                    channel,
+                                );
+                            let mut request = tonic::Request::new(pb::CheckAvailabilityRequest {
+                                coach_id: coach,
+                                start: Some(pb::StartTime {
+                                    time: Some(pb::start_time::Time::Utc(timestamp(start))),
+                                }),
+                                duration_minutes: 15,
+                                student_id: student.clone(),
+                            });
+                            request
+                                .metadata_mut()
+                                .insert("authorization", bearer(&student, ActorRole::Student)?);
+                            let answer = client.check_availability(request).await?.into_inner();
+                            anyhow::ensure!(
+                                answer.available != clash,
+                                "call {j}: available {} at {start}",
+                                answer.available
+                            );
+                        }
+                    }
+                    Ok(())
+                }
+            })
+            .await;
+            if matches!(output, OutputFormat::Text) {
+                println!(
+                    "read {rpc:?} run {}: {:.0}/s p50 {:.2} p99 {:.2} max {:.2} ms ({} errors)",
+                    run + 1,
+                    rate.per_second,
+                    rate.p50_ms,
+                    rate.p99_ms,
+                    rate.max_ms,
+                    rate.errors
+                );
+            }
+            samples.push(rate);
+        }
+        results.push((rpc, median_rate(&samples)));
+    }
+    service.stop().await?;
+    match output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({
+                "scenario": "read",
+                "calls": total,
+                "coaches": coaches,
+                "concurrency": concurrency,
+                "seconds": seconds,
+                "medians": results.iter().map(|(rpc, rate)| serde_json::json!({ "rpc": rpc, "rate": rate })).collect::<Vec<_>>(),
+                "date": Utc::now().to_rfc3339(),
+            })
+        ),
+        OutputFormat::Text => {
+            println!(
+                "\nreads on {total} calls of {coaches} coaches, concurrency {concurrency}, medians of {} runs of {seconds} s",
+                runs.max(1)
+            );
+            println!(
+                "{:>18} {:>9} {:>8} {:>8} {:>8} {:>7}",
+                "rpc", "per s", "p50 ms", "p99 ms", "max ms", "errors"
+            );
+            for (rpc, r) in &results {
+                println!(
+                    "{:>18} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>7}",
+                    format!("{rpc:?}"),
+                    r.per_second,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.max_ms,
+                    r.errors
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn scale(
+    output: OutputFormat,
+    coaches: usize,
+    per_coach: usize,
+    concurrency: usize,
+    seconds: u64,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let seeded = seeded(coaches, per_coach).await?;
+    let duration = Duration::from_secs(seconds);
+    let mut empty = Vec::new();
+    let mut full = Vec::new();
+    for run in 0..runs.max(1) {
+        let e = book_through_grpc(TestDatabase::new().await, concurrency, duration).await?;
+        let f = book_through_grpc(seeded.copy().await?, concurrency, duration).await?;
+        if matches!(output, OutputFormat::Text) {
+            println!(
+                "scale run {}: empty store {:.0}/s p99 {:.2} ms | {} calls {:.0}/s p99 {:.2} ms | ratio {:.2}",
+                run + 1,
+                e.per_second,
+                e.p99_ms,
+                coaches * per_coach,
+                f.per_second,
+                f.p99_ms,
+                f.per_second / e.per_second.max(f64::MIN_POSITIVE)
+            );
+        }
+        empty.push(e);
+        full.push(f);
+    }
+    let ratios: Vec<f64> = empty
+        .iter()
+        .zip(&full)
+        .map(|(e, f)| f.per_second / e.per_second.max(f64::MIN_POSITIVE))
+        .collect();
+    let (empty, full) = (median_rate(&empty), median_rate(&full));
+    let ratio = median(&mut ratios.clone());
+    match output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({
+                "scenario": "scale",
+                "calls": coaches * per_coach,
+                "concurrency": concurrency,
+                "seconds": seconds,
+                "empty": empty,
+                "seeded": full,
+                "ratio": ratio,
+                "date": Utc::now().to_rfc3339(),
+            })
+        ),
+        OutputFormat::Text => println!(
+            "\nbookings at concurrency {concurrency}, medians of {} runs of {seconds} s: empty store {:.0}/s (p99 {:.2} ms), {} stored calls {:.0}/s (p99 {:.2} ms), ratio {:.2}",
+            runs.max(1),
+            empty.per_second,
+            empty.p99_ms,
+            coaches * per_coach,
+            full.per_second,
+            full.p99_ms,
+            ratio
+        ),
+    }
+    Ok(())
+}
