@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use super::{median, percentile};
 use crate::OutputFormat;
 
-const SECRET: &str = "bench-secret-bench-secret-bench-secret";
+pub(super) const SECRET: &str = "bench-secret-bench-secret-bench-secret";
 const COACHES: usize = 500;
 /// Not timed: connections opened, statements prepared, caches warm.
 const WARM_UP: Duration = Duration::from_secs(1);
@@ -341,12 +341,24 @@ pub(super) async fn book_through_grpc(
     duration: Duration,
 ) -> anyhow::Result<Rate> {
     let service = Service::start(db, &[]).await?;
+    let rate = book_load(service.addr, service.issuer.clone(), workers, duration).await?;
+    service.stop().await?;
+    Ok(rate)
+}
+
+/// `workers` clients booking through the scheduling service at `addr` for
+/// `duration` (after the warm-up).
+pub(super) async fn book_load(
+    addr: std::net::SocketAddr,
+    issuer: Arc<TokenIssuer>,
+    workers: usize,
+    duration: Duration,
+) -> anyhow::Result<Rate> {
     let base = first_slot()?;
-    let issuer = service.issuer.clone();
     // One HTTP/2 connection per client, as separate callers would have.
     let channels: Vec<_> = (0..workers)
         .map(|_| {
-            tonic::transport::Channel::from_shared(format!("http://{}", service.addr))
+            tonic::transport::Channel::from_shared(format!("http://{addr}"))
                 .map(|c| c.connect_lazy())
         })
         .collect::<Result<_, _>>()?;
@@ -383,7 +395,6 @@ pub(super) async fn book_through_grpc(
         }
     })
     .await;
-    service.stop().await?;
     Ok(rate)
 }
 

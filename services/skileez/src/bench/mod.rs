@@ -20,6 +20,8 @@
 //!   statements run straight at the database (see [`book`]).
 //! - `read`, `scale`: reads, and bookings, on a seeded store of 1,000,000
 //!   calls (see [`read`], [`seed`]).
+//! - `memory`: each service's RSS as a process, idle and under the `book`
+//!   load (see [`memory`]).
 //! - `findslots`: `FindSlots` latency through gRPC, one request at a time,
 //!   for a coach with published hours (Europe/Berlin, 07:00–22:00 every day,
 //!   buffers, a daily maximum) and 500 booked calls, over 30 days, shown to
@@ -52,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 use crate::OutputFormat;
 
 mod book;
+mod memory;
 mod read;
 mod seed;
 
@@ -125,6 +128,17 @@ enum Scenario {
         seconds: u64,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// Each service's resident memory as its own process, idle and under the book load.
+    Memory {
+        /// Seconds of idleness before the load (and of draining after it).
+        #[arg(long, default_value_t = 5)]
+        idle_seconds: u64,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Seconds of booking load.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
     },
     /// FindSlots over a range for a coach with published hours and booked calls.
     Findslots {
@@ -250,6 +264,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             )
             .await
         }
+        Scenario::Memory {
+            idle_seconds,
+            concurrency,
+            seconds,
+        } => memory::run(args.output, idle_seconds, concurrency, seconds).await,
         Scenario::Scale {
             coaches,
             calls_per_coach,
