@@ -15,7 +15,10 @@ removes:
 - `refuse`: while it exists, MAIL FROM and DATA answer
   `451 4.3.0` (a transient failure: the client should retry later);
 - `reject`: addresses, one per line, that RCPT TO refuses with
-  `550 5.1.1` (a permanent failure).
+  `550 5.1.1` (a permanent failure);
+- `delay`: a number of seconds: while it exists, DATA answers `250` that
+  long after the message was stored (a slow server; the reliability suite
+  breaks the database connection in that window).
 
 Without --detached it exits when its standard input closes, so it never
 outlives the test that started it.
@@ -78,7 +81,17 @@ class Handler:
             **describe(raw),
         }
         write_atomically(base + ".json", json.dumps(summary).encode("utf-8"))
+        delay = self.delay()
+        if delay > 0:
+            await asyncio.sleep(delay)
         return "250 Message accepted for delivery"
+
+    def delay(self):
+        try:
+            with open(os.path.join(self.directory, "delay"), encoding="utf-8") as f:
+                return float(f.read().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
 
 
 def describe(raw):

@@ -14,10 +14,15 @@
 //! - a reminder for a call that moved on meanwhile → `stale` (see `model`);
 //! - a REQUEST overtaken by a higher SEQUENCE already sent → `stale`.
 //!
-//! A crash between SMTP's answer and the record re-sends the same bytes
-//! (same Message-ID) when the lease runs out: mail clients fold the two.
+//! A database error when recording the outcome is retried, with back-off,
+//! while the lease lasts: a connection that breaks between SMTP's answer
+//! and its record (a reset, a failover) must not send the e-mail again.
+//! Only a crash there (or a database unreachable for the whole lease)
+//! re-sends the same bytes (same Message-ID) when the lease runs out: mail
+//! clients fold the two.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use skileez_telemetry::propagation;
@@ -57,6 +62,9 @@ impl DeliveryWorker {
             let free = room.available_permits();
             let mut busy = free == 0;
             if free > 0 {
+                // Before the claim: the lease, counted from the database's
+                // clock a moment later, surely lasts until then.
+                let lease_ends = tokio::time::Instant::now() + self.config.lease;
                 match store::claim_due(&self.pool, free as i64, self.config.lease).await {
                     Ok(claimed) => {
                         failures = 0;
@@ -67,7 +75,7 @@ impl DeliveryWorker {
                             };
                             let worker = self.clone();
                             sends.spawn(async move {
-                                worker.attempt(delivery).await;
+                                worker.attempt(delivery, lease_ends).await;
                                 drop(permit);
                             });
                         }
@@ -103,8 +111,8 @@ impl DeliveryWorker {
         while sends.join_next().await.is_some() {}
     }
 
-    /// One attempt at one delivery, recorded.
-    async fn attempt(&self, delivery: Claimed) {
+    /// One attempt at one delivery, recorded before `lease_ends`.
+    async fn attempt(&self, delivery: Claimed, lease_ends: tokio::time::Instant) {
         let kind = NotificationKind::parse(&delivery.kind);
         // The hand-off continues the trace of the event that caused it.
         let span = tracing::info_span!(
@@ -161,14 +169,7 @@ impl DeliveryWorker {
                 tracing::info!(delivery_id = delivery.delivery_id, %reason, "e-mail dropped")
             }
         }
-        match store::settle(
-            &self.pool,
-            delivery.delivery_id,
-            delivery.attempts,
-            &outcome,
-        )
-        .await
-        {
+        match self.record(&delivery, &outcome, lease_ends).await {
             Ok(true) => {
                 if let Some(kind) = kind {
                     count(Channel::Email, kind, state);
@@ -185,6 +186,33 @@ impl DeliveryWorker {
                 %error,
                 "cannot record an e-mail's outcome"
             ),
+        }
+    }
+
+    /// Records the outcome, retrying a database error with back-off while
+    /// the lease is this worker's: after it, another instance may take the
+    /// row, and a record this late would be fenced off anyway.
+    async fn record(
+        &self,
+        delivery: &Claimed,
+        outcome: &Outcome,
+        lease_ends: tokio::time::Instant,
+    ) -> Result<bool, sqlx::Error> {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match store::settle(&self.pool, delivery.delivery_id, delivery.attempts, outcome).await
+            {
+                Err(error) if tokio::time::Instant::now() + wait < lease_ends => {
+                    tracing::warn!(
+                        delivery_id = delivery.delivery_id,
+                        %error,
+                        "cannot record an e-mail's outcome yet; retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                result => return result,
+            }
         }
     }
 

@@ -75,6 +75,17 @@ impl TestSmtp {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
+    /// While `Some`, DATA answers `250` that long after storing the message.
+    pub fn delay(&self, delay: Option<Duration>) {
+        let flag = self.dir.path().join("delay");
+        match delay {
+            Some(d) => std::fs::write(&flag, d.as_secs_f64().to_string()).expect("delay flag"),
+            None => {
+                let _ = std::fs::remove_file(&flag);
+            }
+        }
+    }
+
     /// Every message accepted so far.
     pub fn mails(&self) -> Vec<Mail> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
