@@ -43,6 +43,13 @@ pub struct Report {
     pub duplicates: usize,
     pub lost: usize,
     pub settle_seconds: f64,
+    /// Timer firing lateness (fired − due), median and max, in seconds.
+    pub timer_lateness: (f64, f64),
+    /// From a booking's commit to its timers in the timer service's table
+    /// (relay, JetStream, consumer), median and max, in seconds.
+    pub timer_lag: (f64, f64),
+    /// Definite error answers, one sample message per code and request.
+    pub error_samples: BTreeMap<String, String>,
     pub violations: Vec<String>,
 }
 
@@ -73,6 +80,14 @@ impl fmt::Display for Report {
             self.mails_received,
             self.mail_resends
         )?;
+        writeln!(
+            f,
+            "timers: created {:.2} s (median) / {:.2} s (max) after the booking; fired {:.2} s / {:.2} s after due",
+            self.timer_lag.0, self.timer_lag.1, self.timer_lateness.0, self.timer_lateness.1
+        )?;
+        if !self.error_samples.is_empty() {
+            writeln!(f, "error answers: {:?}", self.error_samples)?;
+        }
         writeln!(
             f,
             "duplicates: {}, lost: {}, settled in {:.1} s",
@@ -280,8 +295,12 @@ pub async fn check(
                 report.bookings_ok += 1;
                 ok_calls.insert(id.parse().expect("a call id"));
             }
-            Answer::Err(code, _) => {
+            Answer::Err(code, message) => {
                 *report.bookings_err.entry(format!("{code:?}")).or_default() += 1;
+                report
+                    .error_samples
+                    .entry(format!("book {code:?}"))
+                    .or_insert_with(|| message.clone());
                 errored.push(booking);
             }
             Answer::Unknown(why) => {
@@ -297,7 +316,13 @@ pub async fn check(
                         ok_calls.insert(id.parse().expect("a call id"));
                     }
                 }
-                Answer::Err(..) => *report.ops_err.entry(op.op).or_default() += 1,
+                Answer::Err(code, message) => {
+                    *report.ops_err.entry(op.op).or_default() += 1;
+                    report
+                        .error_samples
+                        .entry(format!("{} {code:?}", op.op))
+                        .or_insert_with(|| message.clone());
+                }
                 Answer::Unknown(why) => {
                     *report.ops_err.entry(op.op).or_default() += 1;
                     v.push(format!(
@@ -440,6 +465,27 @@ pub async fn check(
         }
         report.timers_by_state.insert(state, count as usize);
     }
+
+    let lateness: (Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM fired_at - due_at)::float8),
+                max(extract(epoch FROM fired_at - due_at)::float8)
+         FROM timers WHERE state = 'fired'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("lateness");
+    report.timer_lateness = (lateness.0.unwrap_or(0.0), lateness.1.unwrap_or(0.0));
+    let lag: (Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY l), max(l) FROM (
+             SELECT extract(epoch FROM t.created_at - e.recorded_at)::float8 AS l
+             FROM timers t JOIN events e
+               ON e.stream_id = 'call-' || t.call_id::text AND e.version = 1
+             WHERE t.kind = 'missed') x",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("lag");
+    report.timer_lag = (lag.0.unwrap_or(0.0), lag.1.unwrap_or(0.0));
 
     // 3. Every notification delivered once per recipient; none for a
     //    cancelled or moved call.

@@ -1,0 +1,66 @@
+//! Scenario 3: a 3-node NATS cluster (streams at 3 replicas, `sync_interval:
+//! always`): one node killed during load and brought back, then the
+//! CALL_EVENTS stream's leader killed and brought back.
+
+use std::time::Duration;
+
+use skileez_reliability::scenario::Scenario;
+use skileez_reliability::system::{Options, load_config};
+
+async fn stream_leader(url: &str) -> String {
+    let urls: Vec<String> = url.split(',').map(str::to_owned).collect();
+    let client = async_nats::connect(urls).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("CALL_EVENTS").await.expect("CALL_EVENTS");
+    let info = stream.info().await.expect("info");
+    assert_eq!(info.config.num_replicas, 3, "the stream has 3 replicas");
+    info.cluster
+        .clone()
+        .and_then(|c| c.leader)
+        .expect("the stream has a leader")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_then_the_stream_leader_killed_in_a_3_node_cluster_loses_and_duplicates_nothing() {
+    let config = load_config("cluster", 28, 120, 2.5);
+    let mut s = Scenario::start(
+        "nats-cluster",
+        Options {
+            instances: 1,
+            cluster: true,
+            ..Options::default()
+        },
+        config,
+    )
+    .await;
+    let url = s.system.nats.url();
+    s.at(Duration::from_secs(5)).await;
+    let leader = stream_leader(&url).await;
+    let cluster = s.system.nats.cluster();
+    let follower = (0..3)
+        .find(|i| cluster.name(*i) != leader)
+        .expect("a follower");
+    let name = cluster.name(follower).to_owned();
+    s.say(&format!("SIGKILL node {name} (a follower)"));
+    s.system.nats.cluster().kill(follower);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    s.system.nats.cluster().restart(follower).await;
+    s.say("node back");
+    s.at(Duration::from_secs(16)).await;
+    let leader = stream_leader(&url).await;
+    let index = s
+        .system
+        .nats
+        .cluster()
+        .index_of(&leader)
+        .expect("leader node");
+    s.say(&format!("SIGKILL node {leader}, the stream's leader"));
+    s.system.nats.cluster().kill(index);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    s.system.nats.cluster().restart(index).await;
+    let after = stream_leader(&url).await;
+    s.say(&format!(
+        "node {leader} back; the stream's leader is now {after}"
+    ));
+    s.finish(false).await;
+}
