@@ -200,7 +200,15 @@ impl Scheduler {
         C: Fn(Option<&Call>) -> Result<Command, ApiError>,
         F: Fn(&Outcome) -> R,
     {
-        if let Some(key) = &request
+        // A retry of a change finds its first answer here. A booking skips
+        // this round trip: its retry cannot commit twice (the request id's
+        // row is written in the booking's transaction, under a unique key),
+        // and whatever stops it — that row, the slot its first attempt
+        // took, the pair's free consultation — is an error, after which the
+        // stored answer is looked up below.
+        let first_answer_on_error = matches!(stream, Stream::New);
+        if !first_answer_on_error
+            && let Some(key) = &request
             && let Some(answer) = self.stored_answer(key).await?
         {
             return Ok(answer);
@@ -220,7 +228,9 @@ impl Scheduler {
             // A retry racing its first attempt: the loser fails on the
             // request id (or on the slot the winner took) and answers with the
             // winner's result.
-            (Err(error), Some(key)) if error.may_be_duplicate_request() => {
+            (Err(error), Some(key))
+                if first_answer_on_error || error.may_be_duplicate_request() =>
+            {
                 match self.stored_answer(key).await? {
                     Some(answer) => Ok(answer),
                     None => Err(error.into_api()),
@@ -327,12 +337,15 @@ impl Scheduler {
             .await
             .map_err(ApiError::from)?;
 
-        if let Err(error) = self.enforce_coach_rules(&mut uow, &plan, now).await {
-            if let Err(rollback) = uow.rollback().await {
-                tracing::warn!(error = %rollback, "rollback after a coach rule refused the booking failed");
+        let names = match self.enforce_coach_rules(&mut uow, &plan, now).await {
+            Ok(names) => names,
+            Err(error) => {
+                if let Err(rollback) = uow.rollback().await {
+                    tracing::warn!(error = %rollback, "rollback after a coach rule refused the booking failed");
+                }
+                return Err(error);
             }
-            return Err(error);
-        }
+        };
         for call in &plan.after {
             if let Err(e) = repo::upsert_call(uow.conn(), call, self.policy.coach_buffer).await {
                 // Give the connection back before asking what we clashed
@@ -360,9 +373,12 @@ impl Scheduler {
                 }
             }
         }
-        let names = repo::display_names(uow.conn(), &people(&plan.after))
-            .await
-            .map_err(ApiError::from)?;
+        let names = match names {
+            Some(names) => names,
+            None => repo::display_names(uow.conn(), &people(&plan.after))
+                .await
+                .map_err(ApiError::from)?,
+        };
         let outcome = Outcome {
             calls: plan.after,
             applied: true,
@@ -423,24 +439,30 @@ impl Scheduler {
     /// availability changes of a coach were serialised (a lock taken after
     /// the append would let a booking hold a lower id than a change it was
     /// checked against).
+    ///
+    /// The same statement reads the display names of the plan's people
+    /// (they do not change with the calls written after it), returned when
+    /// the plan books anything, to save the answer a round trip.
     async fn enforce_coach_rules(
         &self,
         uow: &mut UnitOfWork,
         plan: &Plan,
         now: DateTime<Utc>,
-    ) -> Result<(), ExecError> {
+    ) -> Result<Option<HashMap<String, String>>, ExecError> {
         let own: Vec<CallId> = plan.after.iter().map(|c| c.id).collect();
+        let mut names = None;
         for call in plan.booked() {
-            let hours = repo::coach_availability(uow.conn(), &call.coach_id)
-                .await
-                .map_err(ApiError::from)?
-                .map(|h| h.availability);
             let (from, to) = coach_window(&self.policy, call.start, call.end());
+            let context =
+                repo::coach_context(uow.conn(), &call.coach_id, from, to, &people(&plan.after))
+                    .await
+                    .map_err(ApiError::from)?;
+            names = Some(context.names);
+            let hours = context.hours.map(|h| h.availability);
             // The predecessor of a reschedule gives its slot up in this
             // transaction: it never blocks its successor.
-            let busy: Vec<CoachBusy> = repo::coach_calls(uow.conn(), &call.coach_id, from, to)
-                .await
-                .map_err(ApiError::from)?
+            let busy: Vec<CoachBusy> = context
+                .calls
                 .into_iter()
                 .filter(|c| !own.contains(&c.call_id))
                 .map(|c| CoachBusy {
@@ -464,7 +486,7 @@ impl Scheduler {
                 other => ApiError::Domain(other).into(),
             })?;
         }
-        Ok(())
+        Ok(names)
     }
 
     /// Turns a constraint violation on the calls table into the domain answer

@@ -169,42 +169,6 @@ pub struct CoachCall {
     pub end: DateTime<Utc>,
 }
 
-/// The coach's active calls that overlap `[from, to)`, by start. Takes the
-/// pool for a query, or the booking's connection to read inside its
-/// transaction (after the coach's lock).
-pub async fn coach_calls<'e>(
-    db: impl sqlx::PgExecutor<'e>,
-    coach: &UserId,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<Vec<CoachCall>, sqlx::Error> {
-    // A call lasts at most a day (240 minutes in fact), so one that
-    // overlaps `[from, to)` starts after `from − 1 day`: that bound keeps
-    // the scan of `calls_coach_start` to the window instead of the coach's
-    // whole history.
-    let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT call_id, student_id, starts_at, ends_at FROM calls
-          WHERE coach_id = $1 AND starts_at > $4 AND starts_at < $3 AND ends_at > $2
-            AND status IN {ACTIVE}
-          ORDER BY starts_at"
-    )))
-    .bind(coach.as_str())
-    .bind(from)
-    .bind(to)
-    .bind(from - Duration::days(1))
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| CoachCall {
-            call_id: CallId(r.get("call_id")),
-            student_id: r.get("student_id"),
-            start: r.get("starts_at"),
-            end: r.get("ends_at"),
-        })
-        .collect())
-}
-
 /// The coach's active calls that start after `now`, soonest first.
 pub async fn upcoming_coach_calls<'e>(
     db: impl sqlx::PgExecutor<'e>,
@@ -232,6 +196,89 @@ pub struct PublishedHours {
     /// The coach stream's version that published them.
     pub version: u64,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Everything a booking checks against its coach, and the names its answer
+/// shows, read in one statement (one round trip instead of three).
+#[derive(Debug)]
+pub struct CoachContext {
+    /// The coach's published hours; `None`: bookable at any time.
+    pub hours: Option<PublishedHours>,
+    /// The coach's active calls that overlap `[from, to)`, by start.
+    pub calls: Vec<CoachCall>,
+    /// As [`display_names`] returns them, for `people`.
+    pub names: HashMap<String, String>,
+}
+
+/// [`coach_availability`], the coach's active calls overlapping `[from, to)`
+/// and [`display_names`] of `people`, in one statement: on the pool for a
+/// query, or inside a booking's transaction (after its coach lock).
+pub async fn coach_context<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    coach: &UserId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    people: &[&str],
+) -> Result<CoachContext, sqlx::Error> {
+    // One row per call, or one row of NULL call columns when there is none;
+    // the hours and the names (uncorrelated: computed once) ride on each.
+    // A call lasts at most a day (240 minutes in fact), so one that overlaps
+    // `[from, to)` starts after `from − 1 day`: that bound keeps the scan of
+    // `calls_coach_start` to the window instead of the coach's history.
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT a.availability, a.version, a.updated_at,
+                (SELECT coalesce(jsonb_object_agg(user_id, display_name), '{{}}'::jsonb)
+                   FROM participants WHERE user_id = ANY($5)) AS names,
+                c.call_id, c.student_id, c.starts_at, c.ends_at
+           FROM (SELECT 1) one
+           LEFT JOIN coach_availability a ON a.coach_id = $1
+           LEFT JOIN LATERAL (
+                SELECT call_id, student_id, starts_at, ends_at FROM calls
+                 WHERE coach_id = $1 AND starts_at > $4 AND starts_at < $3 AND ends_at > $2
+                   AND status IN {ACTIVE}
+           ) c ON true
+          ORDER BY c.starts_at"
+    )))
+    .bind(coach.as_str())
+    .bind(from)
+    .bind(to)
+    .bind(from - Duration::days(1))
+    .bind(people)
+    .fetch_all(db)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Err(sqlx::Error::RowNotFound);
+    };
+    let hours = first
+        .get::<Option<serde_json::Value>, _>("availability")
+        .map(|availability| {
+            Ok::<_, sqlx::Error>(PublishedHours {
+                availability: serde_json::from_value(availability)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                version: u64::try_from(first.get::<i64, _>("version")).unwrap_or(0),
+                updated_at: first.get("updated_at"),
+            })
+        })
+        .transpose()?;
+    let names: HashMap<String, String> =
+        serde_json::from_value(first.get("names")).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let calls = rows
+        .iter()
+        .filter_map(|r| {
+            let id: Option<uuid::Uuid> = r.get("call_id");
+            id.map(|id| CoachCall {
+                call_id: CallId(id),
+                student_id: r.get("student_id"),
+                start: r.get("starts_at"),
+                end: r.get("ends_at"),
+            })
+        })
+        .collect();
+    Ok(CoachContext {
+        hours,
+        calls,
+        names,
+    })
 }
 
 /// The coach's published hours; `None`: bookable at any time.

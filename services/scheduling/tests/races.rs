@@ -154,6 +154,102 @@ async fn the_same_request_id_sent_twenty_times_at_once_books_one_call() {
     assert_eq!(events, 1, "one CallScheduled, nothing twice");
 }
 
+/// A booking does not look its request id up before it runs (one round
+/// trip less): a retry must still get the first answer, whatever stops it
+/// — the pair's free consultation, the slot its first attempt took, or,
+/// once that call was cancelled and its slot is free again, the request
+/// id's own row — and must never book a second call.
+#[tokio::test]
+async fn a_booking_retried_later_gets_its_first_answer_even_after_the_call_was_cancelled() {
+    let app = TestApp::spawn().await;
+    app.add_contract(
+        "k-retry",
+        "stu-late",
+        "coach-late",
+        pb::ContractStatus::Paid,
+        30,
+        Some(5),
+    )
+    .await;
+    let free = pb::ScheduleFreeConsultationRequest {
+        request_id: "free-later-1".to_owned(),
+        ..free_request("stu-late", "coach-late", day_at(6, 9, 0))
+    };
+    let paid = pb::SchedulePaidSessionRequest {
+        request_id: "paid-later-1".to_owned(),
+        student_id: "stu-late".to_owned(),
+        coach_id: "coach-late".to_owned(),
+        contract_id: "k-retry".to_owned(),
+        start: Some(utc(day_at(6, 11, 0))),
+        note: String::new(),
+    };
+    let mut client = app.student("stu-late");
+    let first_free = client
+        .schedule_free_consultation(free.clone())
+        .await
+        .expect("free consultation")
+        .into_inner()
+        .call
+        .expect("call");
+    let first_paid = client
+        .schedule_paid_session(paid.clone())
+        .await
+        .expect("paid session")
+        .into_inner()
+        .call
+        .expect("call");
+    for round in ["while booked", "after the cancellations"] {
+        let again_free = client
+            .schedule_free_consultation(free.clone())
+            .await
+            .unwrap_or_else(|e| panic!("free retry {round}: {e:?}"))
+            .into_inner()
+            .call
+            .expect("call");
+        let again_paid = client
+            .schedule_paid_session(paid.clone())
+            .await
+            .unwrap_or_else(|e| panic!("paid retry {round}: {e:?}"))
+            .into_inner()
+            .call
+            .expect("call");
+        assert_eq!(
+            again_free, first_free,
+            "free retry {round}: the first answer"
+        );
+        assert_eq!(
+            again_paid, first_paid,
+            "paid retry {round}: the first answer"
+        );
+        if round == "while booked" {
+            for call in [&first_free, &first_paid] {
+                client
+                    .cancel_call(pb::CancelCallRequest {
+                        request_id: String::new(),
+                        call_id: card(call).call_id.clone(),
+                        reason: String::new(),
+                    })
+                    .await
+                    .expect("cancelled");
+            }
+        }
+    }
+    let calls: i64 = sqlx::query_scalar("SELECT count(*) FROM calls")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(calls, 2, "no retry booked a call");
+    let used: i32 =
+        sqlx::query_scalar("SELECT sessions_used FROM contracts WHERE contract_id = 'k-retry'")
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        used, 0,
+        "the cancelled session was given back, and no retry took one"
+    );
+}
+
 #[tokio::test]
 async fn a_request_id_reused_for_another_request_is_rejected() {
     let app = TestApp::spawn().await;

@@ -335,14 +335,14 @@ impl pb::availability_service_server::AvailabilityService for AvailabilityApi {
         let viewer = self.viewer_zone(&principal, viewer).await?;
 
         let pool = self.ctx.scheduler.pool();
-        let hours = repo::coach_availability(pool, &coach)
-            .await
-            .map_err(ApiError::from)?
-            .map(|h| h.availability);
         let (lo, hi) = coach_window(policy, from, to + Duration::minutes(i64::from(duration)));
-        let busy: Vec<CoachBusy> = repo::coach_calls(pool, &coach, lo, hi)
+        // Hours and calls from one statement: one snapshot, one round trip.
+        let context = repo::coach_context(pool, &coach, lo, hi, &[])
             .await
-            .map_err(ApiError::from)?
+            .map_err(ApiError::from)?;
+        let hours = context.hours.map(|h| h.availability);
+        let busy: Vec<CoachBusy> = context
+            .calls
             .into_iter()
             .map(|c| CoachBusy {
                 start: c.start,

@@ -516,14 +516,12 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
 
         // The coach's side: the rules of a booking, with the coach's hours,
         // buffers, own notice and daily maximum when they published them.
-        let hours = repo::coach_availability(pool, &coach)
-            .await
-            .map_err(ApiError::from)?
-            .map(|h| h.availability);
         let (from, to) = coach_window(policy, start, end);
-        let coach_calls = repo::coach_calls(pool, &coach, from, to)
+        let context = repo::coach_context(pool, &coach, from, to, &[])
             .await
             .map_err(ApiError::from)?;
+        let hours = context.hours.map(|h| h.availability);
+        let coach_calls = context.calls;
         let busy: Vec<CoachBusy> = coach_calls
             .iter()
             .map(|c| CoachBusy {

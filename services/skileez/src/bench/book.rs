@@ -9,11 +9,11 @@
 //! of 500 coaches, on distinct slots, so none is refused.
 //!
 //! The raw side is the database's own limit for that work: N tasks running,
-//! per booking, exactly the statements the service runs — the request-id
-//! lookup, the free-consultation lookup, then in one transaction (begun with
-//! the request's statement timeout) the stream locks, the event insert, the
-//! coach's hours and calls, the call row, the display names, the stored
-//! answer, COMMIT — issued by the same functions of the event store and the
+//! per booking, exactly the statements the service runs — the
+//! free-consultation lookup, then in one transaction (begun with the
+//! request's statement timeout) the stream locks, the event insert, the
+//! coach's hours, calls and the display names in one statement, the call
+//! row, the stored answer, COMMIT — issued by the same functions of the event store and the
 //! repository, through a pool of the service's size. What it leaves out is
 //! what the service adds: gRPC and HTTP/2, the token check, validation, the
 //! domain decision, protobuf, tracing, the relay's feed reads and publishes
@@ -444,11 +444,6 @@ async fn raw_booking(
     let coach = UserId::parse(&slot.coach)?;
     // Outside the transaction, as in the handler.
     anyhow::ensure!(
-        repo::stored_answer(pool, &principal, &request_id)
-            .await?
-            .is_none()
-    );
-    anyhow::ensure!(
         repo::free_consultation(pool, &student, &coach)
             .await?
             .is_none()
@@ -503,11 +498,16 @@ async fn raw_booking(
             &[skileez_scheduling::availability::coach_stream(&coach)],
         )
         .await?;
-    repo::coach_availability(uow.conn(), &coach).await?;
     let (from, to) = coach_window(policy, call.start, call.end());
-    repo::coach_calls(uow.conn(), &coach, from, to).await?;
+    repo::coach_context(
+        uow.conn(),
+        &coach,
+        from,
+        to,
+        &[student.as_str(), coach.as_str()],
+    )
+    .await?;
     repo::upsert_call(uow.conn(), &call, policy.coach_buffer).await?;
-    repo::display_names(uow.conn(), &[student.as_str(), coach.as_str()]).await?;
     let answer = StoredAnswer {
         method: "ScheduleFreeConsultation".to_owned(),
         // The service stores the encoded request and answer: bytes of the
