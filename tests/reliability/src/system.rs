@@ -264,3 +264,9 @@ pub fn load_config(tag: &str, seconds: u64, full_seconds: u64, rate: f64) -> loa
         give_up: Duration::from_secs(60),
     }
 }
+
+/// How many rounds of a fault pattern `period_seconds` long fit in a load of
+/// `duration` (at least one).
+pub fn cycles(duration: Duration, period_seconds: u64) -> u64 {
+    (duration.as_secs() / period_seconds).max(1)
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use skileez_reliability::proxy::Mode;
 use skileez_reliability::scenario::Scenario;
-use skileez_reliability::system::{Options, load_config};
+use skileez_reliability::system::{Options, cycles, load_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_resets_and_black_holes_towards_postgres_and_nats_lose_and_duplicate_nothing() {
@@ -55,8 +55,12 @@ async fn latency_resets_and_black_holes_towards_postgres_and_nats_lose_and_dupli
         ),
         (30, "pass", None, Some(Mode::Pass)),
     ];
-    for (at, what, pg_mode, nats_mode) in steps {
-        s.at(Duration::from_secs(*at)).await;
+    // One round per 30 s of load (small: one; full: four).
+    let rounds = cycles(s.config.duration, 30);
+    for (round, (at, what, pg_mode, nats_mode)) in
+        (0..rounds).flat_map(|r| steps.iter().map(move |step| (r, step)))
+    {
+        s.at(Duration::from_secs(30 * round + at)).await;
         s.say(what);
         if let Some(mode) = pg_mode {
             pg.set(*mode);

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use skileez_reliability::scenario::Scenario;
-use skileez_reliability::system::{Options, load_config};
+use skileez_reliability::system::{Options, cycles, load_config};
 
 async fn stream_leader(url: &str) -> String {
     let urls: Vec<String> = url.split(',').map(str::to_owned).collect();
@@ -34,33 +34,37 @@ async fn a_node_then_the_stream_leader_killed_in_a_3_node_cluster_loses_and_dupl
     )
     .await;
     let url = s.system.nats.url();
-    s.at(Duration::from_secs(5)).await;
-    let leader = stream_leader(&url).await;
-    let cluster = s.system.nats.cluster();
-    let follower = (0..3)
-        .find(|i| cluster.name(*i) != leader)
-        .expect("a follower");
-    let name = cluster.name(follower).to_owned();
-    s.say(&format!("SIGKILL node {name} (a follower)"));
-    s.system.nats.cluster().kill(follower);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    s.system.nats.cluster().restart(follower).await;
-    s.say("node back");
-    s.at(Duration::from_secs(16)).await;
-    let leader = stream_leader(&url).await;
-    let index = s
-        .system
-        .nats
-        .cluster()
-        .index_of(&leader)
-        .expect("leader node");
-    s.say(&format!("SIGKILL node {leader}, the stream's leader"));
-    s.system.nats.cluster().kill(index);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    s.system.nats.cluster().restart(index).await;
-    let after = stream_leader(&url).await;
-    s.say(&format!(
-        "node {leader} back; the stream's leader is now {after}"
-    ));
+    // One round per 28 s of load (small: one; full: four).
+    for round in 0..cycles(s.config.duration, 28) {
+        let base = Duration::from_secs(28 * round);
+        s.at(base + Duration::from_secs(5)).await;
+        let leader = stream_leader(&url).await;
+        let cluster = s.system.nats.cluster();
+        let follower = (0..3)
+            .find(|i| cluster.name(*i) != leader)
+            .expect("a follower");
+        let name = cluster.name(follower).to_owned();
+        s.say(&format!("SIGKILL node {name} (a follower)"));
+        s.system.nats.cluster().kill(follower);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        s.system.nats.cluster().restart(follower).await;
+        s.say("node back");
+        s.at(base + Duration::from_secs(16)).await;
+        let leader = stream_leader(&url).await;
+        let index = s
+            .system
+            .nats
+            .cluster()
+            .index_of(&leader)
+            .expect("leader node");
+        s.say(&format!("SIGKILL node {leader}, the stream's leader"));
+        s.system.nats.cluster().kill(index);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        s.system.nats.cluster().restart(index).await;
+        let after = stream_leader(&url).await;
+        s.say(&format!(
+            "node {leader} back; the stream's leader is now {after}"
+        ));
+    }
     s.finish(false).await;
 }

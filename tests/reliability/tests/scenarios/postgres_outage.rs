@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use skileez_reliability::scenario::Scenario;
-use skileez_reliability::system::{Options, load_config};
+use skileez_reliability::system::{Options, cycles, load_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_in_immediate_mode_and_restarted_loses_and_duplicates_nothing() {
@@ -18,7 +18,9 @@ async fn postgres_stopped_in_immediate_mode_and_restarted_loses_and_duplicates_n
         config,
     )
     .await;
-    for (at, down) in [(5, 5), (16, 3)] {
+    // One round per 26 s of load (small: one; full: four).
+    let rounds = cycles(s.config.duration, 26);
+    for (at, down) in (0..rounds).flat_map(|r| [(26 * r + 5, 5), (26 * r + 16, 3)]) {
         s.at(Duration::from_secs(at)).await;
         s.say("PostgreSQL: immediate shutdown");
         s.system.pg.stop_immediate();
