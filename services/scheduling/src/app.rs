@@ -346,17 +346,63 @@ impl Scheduler {
                 return Err(error);
             }
         };
-        for call in &plan.after {
-            if let Err(e) = repo::upsert_call(uow.conn(), call, self.policy.coach_buffer).await {
+        let contract_effects = plan.contract_effects();
+        // The answer depends only on the calls and the names, so it is
+        // known before they are written: the request id's row then rides
+        // with the last call row, in one statement.
+        let names = match names {
+            Some(names) => names,
+            None => repo::display_names(uow.conn(), &people(&plan.after))
+                .await
+                .map_err(ApiError::from)?,
+        };
+        let outcome = Outcome {
+            calls: plan.after,
+            applied: true,
+            names,
+        };
+        let response = respond(&outcome);
+        let answer = request.map(|key| {
+            (
+                key,
+                StoredAnswer {
+                    method: key.method.to_owned(),
+                    request: key.request.clone(),
+                    response: response.encode_to_vec(),
+                },
+            )
+        });
+        let last = outcome.calls.len().saturating_sub(1);
+        for (i, call) in outcome.calls.iter().enumerate() {
+            let written = match &answer {
+                Some((key, answer)) if i == last => {
+                    repo::upsert_call_storing_answer(
+                        uow.conn(),
+                        call,
+                        self.policy.coach_buffer,
+                        &key.principal,
+                        &key.request_id,
+                        answer,
+                    )
+                    .await
+                }
+                _ => repo::upsert_call(uow.conn(), call, self.policy.coach_buffer).await,
+            };
+            if let Err(e) = written {
+                if matches!(repo::db_violation(&e), Some((code, constraint))
+                    if code == repo::UNIQUE_VIOLATION && constraint == repo::REQUEST_IDS_PKEY)
+                {
+                    return Err(ExecError::DuplicateRequest);
+                }
                 // Give the connection back before asking what we clashed
                 // with: holding it while taking another can starve the pool.
                 if let Err(error) = uow.rollback().await {
                     tracing::warn!(%error, "rollback after a constraint violation failed");
                 }
-                return Err(self.explain_violation(e, call, &plan).await);
+                return Err(self.explain_violation(e, call, &outcome.calls).await);
             }
         }
-        for effect in plan.contract_effects() {
+        for effect in contract_effects {
             match effect {
                 ContractEffect::Take(contract) => {
                     if !repo::take_session(uow.conn(), &contract)
@@ -371,35 +417,6 @@ impl Scheduler {
                         .await
                         .map_err(ApiError::from)?;
                 }
-            }
-        }
-        let names = match names {
-            Some(names) => names,
-            None => repo::display_names(uow.conn(), &people(&plan.after))
-                .await
-                .map_err(ApiError::from)?,
-        };
-        let outcome = Outcome {
-            calls: plan.after,
-            applied: true,
-            names,
-        };
-        let response = respond(&outcome);
-        if let Some(key) = request {
-            let answer = StoredAnswer {
-                method: key.method.to_owned(),
-                request: key.request.clone(),
-                response: response.encode_to_vec(),
-            };
-            if let Err(e) =
-                repo::store_answer(uow.conn(), &key.principal, &key.request_id, &answer).await
-            {
-                return Err(match repo::db_violation(&e) {
-                    Some((code, _)) if code == repo::UNIQUE_VIOLATION => {
-                        ExecError::DuplicateRequest
-                    }
-                    _ => ApiError::from(e).into(),
-                });
             }
         }
         uow.commit().await.map_err(ApiError::from)?;
@@ -491,7 +508,12 @@ impl Scheduler {
 
     /// Turns a constraint violation on the calls table into the domain answer
     /// it stands for, naming the clashing call.
-    async fn explain_violation(&self, error: sqlx::Error, call: &Call, plan: &Plan) -> ExecError {
+    async fn explain_violation(
+        &self,
+        error: sqlx::Error,
+        call: &Call,
+        after: &[Call],
+    ) -> ExecError {
         let Some((code, constraint)) = repo::db_violation(&error) else {
             return ApiError::from(error).into();
         };
@@ -510,7 +532,7 @@ impl Scheduler {
                     Ok(clashes) => clashes,
                     Err(e) => return ApiError::from(e).into(),
                 };
-                let own: Vec<CallId> = plan.after.iter().map(|c| c.id).collect();
+                let own: Vec<CallId> = after.iter().map(|c| c.id).collect();
                 match clashes.into_iter().find(|c| !own.contains(&c.call_id)) {
                     Some(clash) => ExecError::SlotTaken(DomainError::SlotTaken {
                         clashing_start: clash.start,

@@ -68,6 +68,37 @@ fn decode_state(value: serde_json::Value) -> Result<Call, sqlx::Error> {
     serde_json::from_value(value).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
+const UPSERT_CALL: &str =
+    "INSERT INTO calls (call_id, chain_id, kind, student_id, coach_id, contract_id,
+                            starts_at, ends_at, coach_busy_until, status, version, state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (call_id) DO UPDATE
+            SET status = EXCLUDED.status, version = EXCLUDED.version,
+                state = EXCLUDED.state, updated_at = now()";
+
+/// [`UPSERT_CALL`] with the call bound as `$1`..`$12`.
+fn bind_call<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    call: &'q Call,
+    coach_buffer: Duration,
+) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>, sqlx::Error> {
+    let state = serde_json::to_value(call).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let end = call.end();
+    Ok(query
+        .bind(call.id.0)
+        .bind(call.chain_id.0)
+        .bind(kind_str(call.kind))
+        .bind(call.student_id.as_str())
+        .bind(call.coach_id.as_str())
+        .bind(call.contract_id.as_ref().map(ContractId::as_str))
+        .bind(call.start)
+        .bind(end)
+        .bind(end + coach_buffer)
+        .bind(call.status.as_str())
+        .bind(i64::try_from(call.version).unwrap_or(i64::MAX))
+        .bind(state))
+}
+
 /// Writes a call's latest state. The exclusion constraints and the free
 /// consultation index fire here, inside the booking's transaction.
 pub async fn upsert_call(
@@ -75,30 +106,39 @@ pub async fn upsert_call(
     call: &Call,
     coach_buffer: Duration,
 ) -> Result<(), sqlx::Error> {
-    let state = serde_json::to_value(call).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let end = call.end();
-    sqlx::query(
-        "INSERT INTO calls (call_id, chain_id, kind, student_id, coach_id, contract_id,
-                            starts_at, ends_at, coach_busy_until, status, version, state)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT (call_id) DO UPDATE
-            SET status = EXCLUDED.status, version = EXCLUDED.version,
-                state = EXCLUDED.state, updated_at = now()",
-    )
-    .bind(call.id.0)
-    .bind(call.chain_id.0)
-    .bind(kind_str(call.kind))
-    .bind(call.student_id.as_str())
-    .bind(call.coach_id.as_str())
-    .bind(call.contract_id.as_ref().map(ContractId::as_str))
-    .bind(call.start)
-    .bind(end)
-    .bind(end + coach_buffer)
-    .bind(call.status.as_str())
-    .bind(i64::try_from(call.version).unwrap_or(i64::MAX))
-    .bind(state)
-    .execute(conn)
-    .await?;
+    bind_call(sqlx::query(UPSERT_CALL), call, coach_buffer)?
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// [`upsert_call`] and [`store_answer`] in one statement (one round trip):
+/// a violation names its constraint, so the caller still tells a taken
+/// slot (`calls_…`) from a retried request ([`REQUEST_IDS_PKEY`]).
+pub async fn upsert_call_storing_answer(
+    conn: &mut PgConnection,
+    call: &Call,
+    coach_buffer: Duration,
+    principal: &str,
+    request_id: &str,
+    answer: &StoredAnswer,
+) -> Result<(), sqlx::Error> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH answer AS (
+                INSERT INTO request_ids (principal, request_id, method, request, response)
+                VALUES ($13, $14, $15, $16, $17))
+             {UPSERT_CALL}"
+        )
+    });
+    bind_call(sqlx::query(AssertSqlSafe(SQL.as_str())), call, coach_buffer)?
+        .bind(principal)
+        .bind(request_id)
+        .bind(&answer.method)
+        .bind(&answer.request)
+        .bind(&answer.response)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

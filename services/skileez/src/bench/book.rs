@@ -13,7 +13,7 @@
 //! free-consultation lookup, then in one transaction (begun with the
 //! request's statement timeout) the stream locks, the event insert, the
 //! coach's hours, calls and the display names in one statement, the call
-//! row, the stored answer, COMMIT — issued by the same functions of the event store and the
+//! row with the stored answer in one statement, COMMIT — issued by the same functions of the event store and the
 //! repository, through a pool of the service's size. What it leaves out is
 //! what the service adds: gRPC and HTTP/2, the token check, validation, the
 //! domain decision, protobuf, tracing, the relay's feed reads and publishes
@@ -507,7 +507,6 @@ async fn raw_booking(
         &[student.as_str(), coach.as_str()],
     )
     .await?;
-    repo::upsert_call(uow.conn(), &call, policy.coach_buffer).await?;
     let answer = StoredAnswer {
         method: "ScheduleFreeConsultation".to_owned(),
         // The service stores the encoded request and answer: bytes of the
@@ -515,7 +514,15 @@ async fn raw_booking(
         request: vec![0; 120],
         response: vec![0; 400],
     };
-    repo::store_answer(uow.conn(), &principal, &request_id, &answer).await?;
+    repo::upsert_call_storing_answer(
+        uow.conn(),
+        &call,
+        policy.coach_buffer,
+        &principal,
+        &request_id,
+        &answer,
+    )
+    .await?;
     uow.commit().await?;
     Ok(())
 }
