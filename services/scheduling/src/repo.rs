@@ -142,12 +142,39 @@ pub async fn upsert_call_storing_answer(
     Ok(())
 }
 
-pub async fn load_call(pool: &PgPool, id: CallId) -> Result<Option<Call>, sqlx::Error> {
-    let row = sqlx::query("SELECT state FROM calls WHERE call_id = $1")
-        .bind(id.0)
-        .fetch_optional(pool)
-        .await?;
-    row.map(|r| decode_state(r.get("state"))).transpose()
+/// The display names of a `calls` row's two people, as a JSON object: a
+/// column for the statements that answer with cards, so they need no second
+/// round trip for the names.
+const ROW_NAMES: &str = "(SELECT coalesce(jsonb_object_agg(p.user_id, p.display_name), '{}'::jsonb)
+                            FROM participants p WHERE p.user_id IN (student_id, coach_id)) AS names";
+
+fn decode_names(
+    value: serde_json::Value,
+    into: &mut HashMap<String, String>,
+) -> Result<(), sqlx::Error> {
+    let names: HashMap<String, String> =
+        serde_json::from_value(value).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    into.extend(names);
+    Ok(())
+}
+
+/// A call from the read model, with the display names of its people.
+pub async fn load_call(
+    pool: &PgPool,
+    id: CallId,
+) -> Result<Option<(Call, HashMap<String, String>)>, sqlx::Error> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT state, {ROW_NAMES} FROM calls WHERE call_id = $1"
+    )))
+    .bind(id.0)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        let mut names = HashMap::new();
+        decode_names(r.get("names"), &mut names)?;
+        Ok((decode_state(r.get("state"))?, names))
+    })
+    .transpose()
 }
 
 /// A busy interval that clashes with a requested one.
@@ -683,7 +710,7 @@ pub async fn list_calls(
     filter: ListFilter,
     after: Option<&PageKey>,
     limit: u32,
-) -> Result<Vec<Call>, sqlx::Error> {
+) -> Result<(Vec<Call>, HashMap<String, String>), sqlx::Error> {
     let (status_clause, order, cmp) = match filter {
         ListFilter::Upcoming => (format!("AND status IN {ACTIVE}"), "ASC", ">"),
         ListFilter::Past => (format!("AND status NOT IN {ACTIVE}"), "DESC", "<"),
@@ -694,13 +721,15 @@ pub async fn list_calls(
     } else {
         String::new()
     };
-    // Two index-friendly halves instead of `student_id = $1 OR coach_id = $1`.
+    // Two index-friendly halves instead of `student_id = $1 OR coach_id = $1`;
+    // the names only for the rows of the page.
     let sql = format!(
-        "SELECT state FROM (
-            SELECT state, starts_at, call_id FROM calls WHERE student_id = $1 {status_clause} {keyset}
+        "SELECT state, {ROW_NAMES} FROM (
+            SELECT state, starts_at, call_id, student_id, coach_id FROM calls WHERE student_id = $1 {status_clause} {keyset}
             UNION ALL
-            SELECT state, starts_at, call_id FROM calls WHERE coach_id = $1 AND student_id <> $1 {status_clause} {keyset}
-         ) c ORDER BY starts_at {order}, call_id {order} LIMIT $4"
+            SELECT state, starts_at, call_id, student_id, coach_id FROM calls WHERE coach_id = $1 AND student_id <> $1 {status_clause} {keyset}
+            ORDER BY starts_at {order}, call_id {order} LIMIT $4
+         ) c ORDER BY starts_at {order}, call_id {order}"
     );
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(user.as_str())
@@ -709,9 +738,15 @@ pub async fn list_calls(
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?;
-    rows.into_iter()
-        .map(|r| decode_state(r.get("state")))
-        .collect()
+    let mut names = HashMap::new();
+    let calls = rows
+        .into_iter()
+        .map(|r| {
+            decode_names(r.get("names"), &mut names)?;
+            decode_state(r.get("state"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((calls, names))
 }
 
 /// Which of these calls the user takes part in.

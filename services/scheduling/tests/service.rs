@@ -157,6 +157,21 @@ async fn list_calls_pages_through_upcoming_and_past_calls() {
         card(&names.calls[0]).coach.as_ref().unwrap().display_name,
         "Name of coach-1"
     );
+    // GetCall reads the names along with the call.
+    let one = coach
+        .get_call(pb::GetCallRequest {
+            call_id: booked[1].clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    let one = card(&one);
+    assert_eq!(one.coach.as_ref().unwrap().display_name, "Name of coach-1");
+    assert_eq!(
+        one.student.as_ref().unwrap().display_name,
+        "",
+        "stu-1 is not in the directory: no name"
+    );
 
     let other = coach
         .list_calls(pb::ListCallsRequest {

@@ -752,11 +752,16 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         let principal = self.ctx.principal(&request)?;
         let id = validate::call_id("call_id", &request.get_ref().call_id)
             .map_err(|v| ApiError::InvalidArgument(vec![v]))?;
-        let call = repo::load_call(self.ctx.scheduler.pool(), id)
+        // The names come along (one round trip); nothing of the row is
+        // revealed before the access check.
+        let (call, names) = match repo::load_call(self.ctx.scheduler.pool(), id)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(ApiError::from)?
+        {
+            Some((call, names)) => (Some(call), names),
+            None => (None, std::collections::HashMap::new()),
+        };
         let call = check_access(&principal, id, call.as_ref(), true)?;
-        let names = self.names_for(&[call]).await?;
         Ok(Response::new(mapping::call(
             call,
             &names,
@@ -807,7 +812,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
             )
             .into());
         }
-        let mut calls = repo::list_calls(
+        let (mut calls, names) = repo::list_calls(
             self.ctx.scheduler.pool(),
             &user,
             filter,
@@ -829,8 +834,6 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
             }),
             _ => String::new(),
         };
-        let refs: Vec<&skileez_domain::Call> = calls.iter().collect();
-        let names = self.names_for(&refs).await?;
         let now = Utc::now();
         let policy = self.ctx.scheduler.policy();
         Ok(Response::new(pb::ListCallsResponse {

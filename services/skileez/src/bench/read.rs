@@ -6,7 +6,7 @@
 //!   different seeded call, asked by one of its participants with their own
 //!   token (ListCalls: the student's upcoming calls, or every other time the
 //!   coach's, 20 a page; CheckAvailability: the coach with the student, at
-//!   the call's own start, a clash, or an hour later, free).
+//!   the call's own start, a clash, or at a time free for both).
 //! - `scale`: the `book` load through gRPC on an empty store and on a copy
 //!   of the seeded one, alternately; `ratio` is seeded rate / empty rate.
 
@@ -147,8 +147,11 @@ pub async fn read(
                         }
                         Rpc::CheckAvailability => {
                             let clash = i % 2 == 0;
-                            let start = seed::start(base, j, per_coach)
-                                + chrono::Duration::minutes(if clash { 0 } else { 60 });
+                            let start = if clash {
+                                seed::start(base, j, per_coach)
+                            } else {
+                                seed::free_start(base, j, per_coach)
+                            };
                             let mut client =
                                 pb::scheduling_service_client::SchedulingServiceClient::new(
                                     channel,

@@ -57,6 +57,15 @@ pub fn start(base: DateTime<Utc>, j: usize, per_coach: usize) -> DateTime<Utc> {
         + chrono::Duration::minutes(15 * (coach / 1000) as i64)
 }
 
+/// A start free for both people of seeded call `j`: its coach's calls
+/// start at most 135 minutes into each 3-hour block, its student's end by
+/// 150 minutes in, so a 15-minute call 150 minutes into `j`'s block meets
+/// neither.
+pub fn free_start(base: DateTime<Utc>, j: usize, per_coach: usize) -> DateTime<Utc> {
+    base + chrono::Duration::hours(SEED_SPACING_HOURS * (j % per_coach) as i64)
+        + chrono::Duration::minutes(150)
+}
+
 pub async fn seed(
     pool: &PgPool,
     policy: &Policy,
