@@ -99,6 +99,7 @@ pub struct Scheduler {
     pool: PgPool,
     policy: Arc<Policy>,
     committed: Arc<Notify>,
+    relay_leading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Scheduler {
@@ -108,6 +109,7 @@ impl Scheduler {
             pool,
             policy: Arc::new(policy),
             committed: Arc::new(Notify::new()),
+            relay_leading: Arc::default(),
         }
     }
 
@@ -121,6 +123,12 @@ impl Scheduler {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Whether this instance's relay leads (so its commits wake it directly
+    /// and need no `NOTIFY`); shared by the relay and the waker.
+    pub fn relay_leading(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.relay_leading.clone()
     }
 
     /// Notified after every commit of this instance, so the change feed can

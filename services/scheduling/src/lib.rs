@@ -144,6 +144,7 @@ impl Application {
         tasks.spawn(relay::wake_other_instances(
             pool.clone(),
             scheduler.committed(),
+            scheduler.relay_leading(),
             shutdown.clone(),
         ));
         if config.relay || config.ingest {
@@ -312,6 +313,7 @@ async fn run_bus_tasks(
             bus: bus.clone(),
             policy: config.policy.clone(),
             committed: scheduler.committed(),
+            leading: scheduler.relay_leading(),
             database_url: config.database_url.expose_secret().to_owned(),
         };
         tasks.spawn(relay.run(shutdown.clone()));

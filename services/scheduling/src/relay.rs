@@ -19,7 +19,13 @@
 //! signal) or of another (a `NOTIFY` sent after commit), and polls slowly as
 //! a safety net; `NOTIFY` only wakes, it is never the queue.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -74,6 +80,9 @@ pub struct Relay {
     pub policy: Policy,
     /// Fired by this instance after each commit.
     pub committed: Arc<Notify>,
+    /// True while this relay holds leadership (read by
+    /// [`wake_other_instances`]).
+    pub leading: Arc<AtomicBool>,
     pub database_url: String,
 }
 
@@ -116,7 +125,11 @@ impl Relay {
         }
         tracing::info!("relay leadership taken");
         metrics::gauge!("skileez_relay_leader").set(1.0);
+        self.leading.store(true, Ordering::Release);
         let result = self.relay(&mut lock, shutdown).await;
+        // Before the lock goes: from now on this instance's commits must
+        // wake whoever leads next.
+        self.leading.store(false, Ordering::Release);
         metrics::gauge!("skileez_relay_leader").set(0.0);
         // The lag is the leader's to report: a stale figure here would
         // sum with the new leader's on a dashboard.
@@ -454,16 +467,23 @@ fn report_lag_seconds(oldest_unpublished: Option<chrono::DateTime<chrono::Utc>>)
 /// Wakes the relays of every instance after this instance's commits: one
 /// `NOTIFY` per wake-up however many commits it covers, sent off the request
 /// path and outside any transaction, so commits neither wait for it nor
-/// serialise on the notify queue.
+/// serialise on the notify queue. Only the leader's relay publishes, and it
+/// is woken by its own instance's commits directly: while this instance
+/// leads (`leading`), its commits need no `NOTIFY` — one transaction less
+/// per wake-up, which under load is nearly one per booking.
 pub async fn wake_other_instances(
     pool: PgPool,
     committed: Arc<Notify>,
+    leading: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = committed.notified() => {}
+        }
+        if leading.load(Ordering::Acquire) {
+            continue;
         }
         if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
             .bind(WAKE_CHANNEL)

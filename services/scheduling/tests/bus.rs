@@ -323,3 +323,79 @@ async fn platform_facts_update_the_directory_and_older_ones_never_win() {
         .await
         .expect("booked under the ingested contract");
 }
+
+/// Only the leading relay publishes, and its own instance wakes it
+/// directly: the leader's commits send no `NOTIFY` (it would cost a
+/// transaction per wake-up), while another instance's commits do, so the
+/// leader hears of them at once instead of at its next poll.
+#[tokio::test]
+async fn only_commits_of_instances_that_do_not_lead_the_relay_notify() {
+    use skileez_domain::{
+        ActorRole, CallId, CallKind, Command, RequestedStart, ScheduleCall, UserId,
+    };
+    use skileez_scheduling::{app::Scheduler, auth::Principal};
+
+    let app = TestApp::spawn_with_nats(fast_policy()).await;
+    // The leader has relayed a first booking: it leads.
+    app.book_free("stu-lead-0", "coach-lead", day_at(3, 9, 0))
+        .await
+        .expect("booked");
+    read_stream(&app, 1).await;
+
+    let mut listener = sqlx::postgres::PgListener::connect_with(app.db.pool())
+        .await
+        .expect("listener");
+    listener
+        .listen(skileez_scheduling::relay::WAKE_CHANNEL)
+        .await
+        .expect("listen");
+    for i in 1..=5 {
+        app.book_free(&format!("stu-lead-{i}"), "coach-lead", day_at(3, 9 + i, 0))
+            .await
+            .expect("booked");
+    }
+    let heard = tokio::time::timeout(StdDuration::from_millis(500), listener.recv()).await;
+    assert!(heard.is_err(), "the leader's own commits sent a NOTIFY");
+    read_stream(&app, 6).await;
+
+    // Another instance: its command handler and its waker, no relay lead.
+    let other = Scheduler::new(app.db.pool().clone(), fast_policy());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let waker = tokio::spawn(skileez_scheduling::relay::wake_other_instances(
+        app.db.pool().clone(),
+        other.committed(),
+        other.relay_leading(),
+        shutdown.clone(),
+    ));
+    let admin = Principal {
+        user_id: UserId::parse("admin-other").unwrap(),
+        role: ActorRole::Admin,
+    };
+    let call_id = CallId::new();
+    let command = Command::Schedule(ScheduleCall {
+        call_id,
+        kind: CallKind::FreeConsultation,
+        student_id: UserId::parse("stu-other").unwrap(),
+        coach_id: UserId::parse("coach-lead").unwrap(),
+        contract: None,
+        start: RequestedStart::utc(day_at(4, 9, 0)),
+        by: admin.actor(),
+        existing_free_consultation: None,
+        note: None,
+    });
+    // The waker must be waiting before the commit it is to hear of.
+    tokio::time::sleep(StdDuration::from_millis(50)).await;
+    other
+        .execute_new(&admin, call_id, None, |_| Ok(command.clone()), |_| ())
+        .await
+        .expect("booked by the other instance");
+    let heard = tokio::time::timeout(StdDuration::from_secs(5), listener.recv())
+        .await
+        .expect("the other instance's commit sent a NOTIFY")
+        .expect("notification");
+    assert_eq!(heard.channel(), skileez_scheduling::relay::WAKE_CHANNEL);
+    let events = read_stream(&app, 7).await;
+    assert_eq!(events[6].event.call_id, call_id.to_string());
+    shutdown.cancel();
+    waker.await.expect("waker");
+}

@@ -647,6 +647,7 @@ async fn e2e_once(rate: u32, duration: Duration, load: Load) -> anyhow::Result<L
     let waker = tokio::spawn(skileez_scheduling::relay::wake_other_instances(
         db.pool().clone(),
         scheduler.committed(),
+        scheduler.relay_leading(),
         shutdown.clone(),
     ));
     let principal = Principal {
