@@ -48,6 +48,9 @@ pub struct Report {
     /// From a booking's commit to its timers in the timer service's table
     /// (relay, JetStream, consumer), median and max, in seconds.
     pub timer_lag: (f64, f64),
+    /// From a booking's commit (its transaction's start) to its event in
+    /// JetStream: the relay's lag, median and max, in seconds.
+    pub publish_lag: (f64, f64),
     /// Definite error answers, one sample message per code and request.
     pub error_samples: BTreeMap<String, String>,
     pub violations: Vec<String>,
@@ -82,8 +85,14 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "timers: created {:.2} s (median) / {:.2} s (max) after the booking; fired {:.2} s / {:.2} s after due",
-            self.timer_lag.0, self.timer_lag.1, self.timer_lateness.0, self.timer_lateness.1
+            "lag: events in JetStream {:.2} s (median) / {:.2} s (max) after their transaction began; \
+             timers created {:.2} s / {:.2} s after the booking; fired {:.2} s / {:.2} s after due",
+            self.publish_lag.0,
+            self.publish_lag.1,
+            self.timer_lag.0,
+            self.timer_lag.1,
+            self.timer_lateness.0,
+            self.timer_lateness.1
         )?;
         if !self.error_samples.is_empty() {
             writeln!(f, "error answers: {:?}", self.error_samples)?;
@@ -194,8 +203,10 @@ pub async fn settle(system: &System, pool: &PgPool, within: Duration) -> f64 {
         };
         // The inboxes: every consumer has handled every event.
         let behind: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM events e WHERE e.stream_id LIKE 'call-%' AND
-               (SELECT count(*) FROM consumer_inbox i WHERE i.event_id = e.event_id) < 2",
+            "SELECT count(*) FROM events e
+             LEFT JOIN (SELECT event_id, count(*) AS n FROM consumer_inbox GROUP BY event_id) i
+               USING (event_id)
+             WHERE e.stream_id LIKE 'call-%' AND coalesce(i.n, 0) < 2",
         )
         .fetch_one(pool)
         .await
@@ -404,9 +415,10 @@ pub async fn check(
             }
         }
     }
-    let (messages, stream_dups, stream_violations) =
+    let (messages, stream_dups, stream_violations, publish_lag) =
         stream_matches(&system.nats.url(), &events).await;
     report.stream_messages = messages;
+    report.publish_lag = publish_lag;
     report.duplicates += stream_dups;
     v.extend(stream_violations);
 
@@ -689,8 +701,14 @@ pub async fn check(
 }
 
 /// Reads the whole CALL_EVENTS stream: each stored event once, per-call
-/// versions in order, nothing else. Returns (messages, duplicates, violations).
-async fn stream_matches(url: &str, events: &[EventRow]) -> (usize, usize, Vec<String>) {
+/// versions in order, nothing else. Returns (messages, duplicates,
+/// violations, publish lag median and max).
+async fn stream_matches(url: &str, events: &[EventRow]) -> (usize, usize, Vec<String>, (f64, f64)) {
+    let recorded: HashMap<String, DateTime<Utc>> = events
+        .iter()
+        .map(|e| (e.event_id.to_string(), e.recorded_at))
+        .collect();
+    let mut lags: Vec<f64> = Vec::new();
     let mut violations = Vec::new();
     let js = jetstream(url).await;
     let mut stream = js.get_stream("CALL_EVENTS").await.expect("CALL_EVENTS");
@@ -713,6 +731,10 @@ async fn stream_matches(url: &str, events: &[EventRow]) -> (usize, usize, Vec<St
             .expect("open")
             .expect("message");
         let event = ev::CallEvent::decode(message.payload.as_ref()).expect("a CallEvent");
+        if let (Ok(info), Some(at)) = (message.info(), recorded.get(&event.event_id)) {
+            let published = info.published.unix_timestamp_nanos() as f64 / 1e9;
+            lags.push(published - at.timestamp_micros() as f64 / 1e6);
+        }
         if !seen.insert(event.event_id.clone()) {
             duplicates += 1;
             violations.push(format!("event {} twice in the stream", event.event_id));
@@ -737,5 +759,10 @@ async fn stream_matches(url: &str, events: &[EventRow]) -> (usize, usize, Vec<St
             "{extra} events in the stream that were never committed"
         ));
     }
-    (total, duplicates, violations)
+    lags.sort_by(f64::total_cmp);
+    let lag = (
+        lags.get(lags.len() / 2).copied().unwrap_or(0.0),
+        lags.last().copied().unwrap_or(0.0),
+    );
+    (total, duplicates, violations, lag)
 }

@@ -7,17 +7,29 @@ use std::time::Duration;
 use skileez_reliability::scenario::Scenario;
 use skileez_reliability::system::{Options, cycles, load_config};
 
+/// The CALL_EVENTS stream's leader, once one is elected (right after a
+/// node was killed the cluster may need some seconds to choose one).
 async fn stream_leader(url: &str) -> String {
     let urls: Vec<String> = url.split(',').map(str::to_owned).collect();
     let client = async_nats::connect(urls).await.expect("connect");
     let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("CALL_EVENTS").await.expect("CALL_EVENTS");
-    let info = stream.info().await.expect("info");
-    assert_eq!(info.config.num_replicas, 3, "the stream has 3 replicas");
-    info.cluster
-        .clone()
-        .and_then(|c| c.leader)
-        .expect("the stream has a leader")
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        match js.get_stream("CALL_EVENTS").await {
+            Ok(stream) => {
+                let info = stream.cached_info();
+                assert_eq!(info.config.num_replicas, 3, "the stream has 3 replicas");
+                if let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone()) {
+                    return leader;
+                }
+                last = "no leader yet".to_owned();
+            }
+            Err(error) => last = error.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("CALL_EVENTS has no leader after 60 s: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
