@@ -138,16 +138,23 @@ pub async fn head(store: &EventStore) -> Result<FeedPosition, ApiError> {
 #[derive(Clone)]
 pub struct FeedHub {
     sender: broadcast::Sender<Arc<Change>>,
+    /// Wakes an idle hub (one with nobody watching) when somebody starts.
+    subscribed: Arc<Notify>,
 }
 
 impl FeedHub {
     pub fn new() -> Self {
         let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
-        Self { sender }
+        Self {
+            sender,
+            subscribed: Arc::new(Notify::new()),
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
-        self.sender.subscribe()
+        let receiver = self.sender.subscribe();
+        self.subscribed.notify_one();
+        receiver
     }
 
     /// Runs until `shutdown`: reads new events whenever `committed` fires
@@ -173,6 +180,26 @@ impl FeedHub {
             }
         };
         loop {
+            if self.sender.receiver_count() == 0 {
+                // Nobody watches: no reading on every commit (under load that
+                // is a query and a conversion per booking), only keeping up
+                // with the head at the poll's pace. Safe: the head is read
+                // first and taken only if still nobody watches, so whoever
+                // subscribes later subscribed after it was read, and their
+                // own catch-up from the store reads past it.
+                let started = self.subscribed.notified();
+                if let Ok(head) = head(&store).await
+                    && self.sender.receiver_count() == 0
+                {
+                    position = head;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = started => {}
+                    () = tokio::time::sleep(poll) => {}
+                }
+                continue;
+            }
             // Register interest before reading, so a commit that lands while
             // we read still wakes the next wait.
             let woken = committed.notified();

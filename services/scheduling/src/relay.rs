@@ -55,6 +55,7 @@ const BATCH: u32 = 500;
 /// The safety-net poll when no wake-up comes.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Batches of cards waiting for the card writer before the relay waits too.
 const CARD_BATCHES: usize = 16;
 /// Card writes in flight at once.
@@ -90,11 +91,16 @@ impl Relay {
     /// Runs until `shutdown`: waits for leadership, then relays; on any
     /// failure backs off and starts over from the stored checkpoint.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = FIRST_BACKOFF;
+        // Set once the topology was set up by a round of this relay; later
+        // rounds set it up again off the publishing path (see `relay`).
+        let mut topology_ready = false;
         while !shutdown.is_cancelled() {
-            match self.lead(&shutdown).await {
-                Ok(()) => backoff = Duration::from_millis(200),
+            let began = tokio::time::Instant::now();
+            match self.lead(&shutdown, &mut topology_ready).await {
+                Ok(()) => backoff = FIRST_BACKOFF,
                 Err(error) => {
+                    backoff = backoff_after_failure(backoff, began.elapsed());
                     metrics::counter!("skileez_relay_errors_total").increment(1);
                     tracing::warn!(%error, "relay interrupted; retrying in {backoff:?}");
                     tokio::select! {
@@ -108,7 +114,11 @@ impl Relay {
     }
 
     /// Takes leadership (or waits for it) and relays while it holds.
-    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
+    async fn lead(
+        &self,
+        shutdown: &CancellationToken,
+        topology_ready: &mut bool,
+    ) -> Result<(), RelayError> {
         let mut lock = PgConnection::connect(&self.database_url).await?;
         loop {
             let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -126,7 +136,7 @@ impl Relay {
         tracing::info!("relay leadership taken");
         metrics::gauge!("skileez_relay_leader").set(1.0);
         self.leading.store(true, Ordering::Release);
-        let result = self.relay(&mut lock, shutdown).await;
+        let result = self.relay(&mut lock, shutdown, topology_ready).await;
         // Before the lock goes: from now on this instance's commits must
         // wake whoever leads next.
         self.leading.store(false, Ordering::Release);
@@ -144,8 +154,26 @@ impl Relay {
         &self,
         lock: &mut PgConnection,
         shutdown: &CancellationToken,
+        topology_ready: &mut bool,
     ) -> Result<(), RelayError> {
-        self.bus.ensure_topology().await?;
+        if *topology_ready {
+            // Set up again in case a server lost its store, but beside the
+            // publishing, not before it: right after a NATS node died, a
+            // stream update can wait for the cluster's meta leader until it
+            // times out (10 s), while publishing to the stream's new leader
+            // already works (the reliability suite's 3-node cluster: the
+            // relay stalled up to a minute). A publish that finds no stream
+            // fails the round, and the next round sets it up again.
+            let bus = self.bus.clone();
+            tokio::spawn(async move {
+                if let Err(error) = bus.ensure_topology().await {
+                    tracing::warn!(%error, "cannot set up the NATS topology again");
+                }
+            });
+        } else {
+            self.bus.ensure_topology().await?;
+            *topology_ready = true;
+        }
         // Cards are a cache of the stream: written by a task of their own so
         // that their compare-and-set round trips never delay publishing.
         let (cards, pending_cards) = mpsc::channel(CARD_BATCHES);
@@ -492,5 +520,42 @@ pub async fn wake_other_instances(
         {
             tracing::debug!(%error, "cannot notify other relays; they will poll");
         }
+    }
+}
+
+/// The wait before the next round after one failed, given the current
+/// back-off and how long the failed round ran: a round that ran at least
+/// [`MAX_BACKOFF`] had been healthy, so the back-off starts over instead of
+/// going on from where an earlier outage left it.
+fn backoff_after_failure(current: Duration, round: Duration) -> Duration {
+    if round >= MAX_BACKOFF {
+        FIRST_BACKOFF
+    } else {
+        current
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_starts_over_after_a_round_that_ran_healthy_for_a_while() {
+        // Found by the reliability suite: after a few failures in a row the
+        // back-off stayed at its maximum for good, so every later blip of
+        // NATS cost ten seconds of relay lag.
+        assert_eq!(
+            backoff_after_failure(MAX_BACKOFF, Duration::from_secs(60)),
+            FIRST_BACKOFF
+        );
+        assert_eq!(
+            backoff_after_failure(MAX_BACKOFF, MAX_BACKOFF),
+            FIRST_BACKOFF
+        );
+        // Failures in quick succession keep backing off.
+        assert_eq!(
+            backoff_after_failure(Duration::from_secs(3), Duration::from_millis(50)),
+            Duration::from_secs(3)
+        );
     }
 }

@@ -119,3 +119,81 @@ async fn a_malformed_resume_position_is_invalid_argument() {
         .await;
     assert_eq!(fields(&result.unwrap_err()), vec!["after"]);
 }
+
+/// With nobody watching, the change feed's tailer does not read the store on
+/// every commit, it only keeps up with the head. A watcher that resumes
+/// while bookings keep committing must still get every one of them once, in
+/// order: the catch-up from the store and the live feed meet without a gap.
+#[tokio::test]
+async fn a_watcher_resuming_during_a_burst_after_nobody_watched_misses_and_repeats_nothing() {
+    let app = TestApp::spawn().await;
+    let mut first = app
+        .student("stu-burst")
+        .watch_calls(pb::WatchCallsRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    app.book_free("stu-burst", "coach-b0", day_at(3, 8, 0))
+        .await
+        .expect("booked");
+    let from = next(&mut first).await.position;
+    drop(first);
+    // Nobody watches for a while, and calls are booked meanwhile.
+    for i in 1..=5u32 {
+        app.book_free("stu-burst", &format!("coach-b{i}"), day_at(3, 8 + i, 0))
+            .await
+            .expect("booked");
+    }
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+
+    // More bookings, while the watcher resumes.
+    let burst = {
+        let app = &app;
+        async move {
+            let mut ids = Vec::new();
+            for i in 6..=20u32 {
+                let call = app
+                    .book_free(
+                        "stu-burst",
+                        &format!("coach-b{i}"),
+                        day_at(4, 0, 0) + chrono::Duration::minutes(20 * i64::from(i)),
+                    )
+                    .await
+                    .expect("booked");
+                ids.push(support::card(&call).call_id.clone());
+            }
+            ids
+        }
+    };
+    let resume = async {
+        app.student("stu-burst")
+            .watch_calls(pb::WatchCallsRequest { after: from })
+            .await
+            .expect("watch")
+            .into_inner()
+    };
+    let (_, mut resumed) = tokio::join!(burst, resume);
+    let mut positions = Vec::new();
+    for _ in 1..=20 {
+        let change = next(&mut resumed).await;
+        assert_eq!(event_name(&change), "scheduled");
+        positions.push(change.position);
+    }
+    let parsed: Vec<(u64, i64)> = positions
+        .iter()
+        .map(|p| {
+            let (tx, pos) = p.split_once('-').expect("tx-position");
+            (tx.parse().expect("tx"), pos.parse().expect("position"))
+        })
+        .collect();
+    assert!(
+        parsed.windows(2).all(|w| w[0] < w[1]),
+        "in feed order, each once: {positions:?}"
+    );
+    assert!(
+        tokio::time::timeout(StdDuration::from_millis(500), resumed.next())
+            .await
+            .is_err(),
+        "nothing repeated after the twenty"
+    );
+}
