@@ -79,6 +79,7 @@ pub async fn run(
     concurrency: &[usize],
     seconds: u64,
     runs: usize,
+    settings: &[(String, String)],
 ) -> anyhow::Result<()> {
     let duration = Duration::from_secs(seconds);
     let mut medians = Vec::new();
@@ -89,8 +90,8 @@ pub async fn run(
         for run in 0..runs.max(1) {
             // Raw first, then the service: alternating within a level keeps
             // a drift of the machine from favouring one side.
-            let raw = raw_once(n, duration).await?;
-            let service = service_once(n, duration).await?;
+            let raw = raw_once(n, duration, settings).await?;
+            let service = service_once(n, duration, settings).await?;
             let level = Level {
                 concurrency: n,
                 ratio: ratio(&service, &raw),
@@ -298,14 +299,17 @@ pub(super) struct Service {
 }
 
 impl Service {
-    pub async fn start(db: TestDatabase, extra: &[(&str, String)]) -> anyhow::Result<Service> {
+    pub async fn start(db: TestDatabase, extra: &[(String, String)]) -> anyhow::Result<Service> {
         let nats = TestNats::new().await;
-        let mut vars: HashMap<&str, String> = HashMap::from([
+        let mut vars: HashMap<String, String> = [
             ("SKILEEZ_JWT_SECRET", SECRET.to_owned()),
             ("SKILEEZ_GRPC_ADDR", "127.0.0.1:0".to_owned()),
             ("DATABASE_URL", db.url()),
             ("NATS_URL", nats.url()),
-        ]);
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
         vars.extend(extra.iter().cloned());
         let config = Config::from_lookup(|name| vars.get(name).cloned())?;
         let issuer = Arc::new(TokenIssuer::from_config(&config.jwt).context("an HS256 secret")?);
@@ -330,8 +334,15 @@ impl Service {
     }
 }
 
-async fn service_once(workers: usize, duration: Duration) -> anyhow::Result<Rate> {
-    book_through_grpc(TestDatabase::new().await, workers, duration).await
+async fn service_once(
+    workers: usize,
+    duration: Duration,
+    settings: &[(String, String)],
+) -> anyhow::Result<Rate> {
+    let service = Service::start(TestDatabase::new().await, settings).await?;
+    let rate = book_load(service.addr, service.issuer.clone(), workers, duration).await?;
+    service.stop().await?;
+    Ok(rate)
 }
 
 /// The service's side of `book`, on `db` (empty, or a seeded store).
@@ -398,11 +409,19 @@ pub(super) async fn book_load(
     Ok(rate)
 }
 
-async fn raw_once(workers: usize, duration: Duration) -> anyhow::Result<Rate> {
+async fn raw_once(
+    workers: usize,
+    duration: Duration,
+    settings: &[(String, String)],
+) -> anyhow::Result<Rate> {
     let db = TestDatabase::new().await;
+    // The service's configuration, for its pool size, policy and timeout.
     let defaults = Config::from_lookup(|name| match name {
         "SKILEEZ_JWT_SECRET" => Some(SECRET.to_owned()),
-        _ => None,
+        _ => settings
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone()),
     })?;
     let pool = PgPoolOptions::new()
         .max_connections(defaults.database_max_connections)

@@ -81,6 +81,11 @@ enum Scenario {
         /// Runs per level; the figures are the medians over them.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Service settings for this run, as `NAME=VALUE` (repeatable), e.g.
+        /// `--set SKILEEZ_DATABASE_MAX_CONNECTIONS=32`; the raw side's pool
+        /// follows that setting too.
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
     },
     /// Commit → consumer receipt latency at fixed event rates.
     E2e {
@@ -244,7 +249,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             concurrency,
             seconds,
             runs,
-        } => book::run(args.output, &concurrency, seconds, runs).await,
+            settings,
+        } => book::run(args.output, &concurrency, seconds, runs, &settings).await,
         Scenario::Read {
             rpcs,
             coaches,
@@ -499,6 +505,15 @@ async fn findslots_once(calls: usize, days: i64, requests: usize) -> anyhow::Res
         p99_ms: percentile(&latencies, 99.0),
         max_ms: latencies.last().copied().unwrap_or_default(),
     })
+}
+
+fn parse_setting(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((name, value)) if name.starts_with("SKILEEZ_") => {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected SKILEEZ_NAME=VALUE, got {value:?}")),
+    }
 }
 
 fn median(values: &mut [f64]) -> f64 {
