@@ -590,7 +590,21 @@ pub async fn connect_until_up(
     let mut backoff = Duration::from_millis(200);
     loop {
         let connected = match Bus::connect_named(config, name).await {
-            Ok(bus) => bus.ensure_topology().await.map(|()| bus),
+            Ok(bus) => match bus.ensure_topology().await {
+                Ok(()) => Ok(bus),
+                // The streams exist, only updating them did not answer in
+                // time (a cluster that just lost a node, or is electing its
+                // meta leader): go on with them and update them in the
+                // background. Waiting here held the relay back for up to a
+                // minute in the reliability suite's 3-node cluster, while
+                // publishing to the streams worked.
+                Err(error) if topology_timed_out(&error) && bus.check_topology().await.is_ok() => {
+                    tracing::warn!(%error, "NATS streams exist but their update timed out; going on, updating in the background");
+                    tasks.spawn(update_topology_until_done(bus.clone(), shutdown.clone()));
+                    Ok(bus)
+                }
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         };
         match connected {
@@ -615,9 +629,64 @@ pub async fn connect_until_up(
     }
 }
 
+/// Whether setting up the topology failed only because JetStream did not
+/// answer in time (not because a setting was refused).
+fn topology_timed_out(error: &BusError) -> bool {
+    use async_nats::jetstream::context::{
+        CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError, CreateStreamErrorKind,
+    };
+    let BusError::Topology { source, .. } = error else {
+        return false;
+    };
+    source
+        .downcast_ref::<CreateStreamError>()
+        .is_some_and(|e| e.kind() == CreateStreamErrorKind::TimedOut)
+        || source
+            .downcast_ref::<CreateKeyValueError>()
+            .is_some_and(|e| e.kind() == CreateKeyValueErrorKind::TimedOut)
+}
+
+/// Retries [`Bus::ensure_topology`] with back-off until it succeeds or the
+/// service shuts down.
+async fn update_topology_until_done(bus: Bus, shutdown: tokio_util::sync::CancellationToken) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        match bus.ensure_topology().await {
+            Ok(()) => {
+                tracing::info!("NATS topology updated");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "NATS topology still not updated; retrying in {backoff:?}");
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_timed_out_topology_update_is_gone_past() {
+        use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+        let error = |kind| BusError::Topology {
+            what: "stream CALL_EVENTS".to_owned(),
+            url: "nats://127.0.0.1:4222".to_owned(),
+            source: Box::new(CreateStreamError::new(kind)),
+        };
+        assert!(topology_timed_out(&error(CreateStreamErrorKind::TimedOut)));
+        // A refused setting must stop the service, as before.
+        assert!(!topology_timed_out(&error(CreateStreamErrorKind::Response)));
+        assert!(!topology_timed_out(&error(
+            CreateStreamErrorKind::JetStreamUnavailable
+        )));
+    }
 
     fn event(subject: &str) -> OutgoingEvent {
         OutgoingEvent {

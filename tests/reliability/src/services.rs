@@ -87,7 +87,10 @@ impl ServiceProcess {
             .args(["serve", self.kind.arg()])
             .env_remove("SKILEEZ_TOKEN")
             .env_remove("SKILEEZ_JWT_SECRET_FILE")
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SKILEEZ_RELIABILITY_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .env("SKILEEZ_METRICS_ADDR", "127.0.0.1:0")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

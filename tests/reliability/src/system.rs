@@ -62,7 +62,19 @@ pub struct System {
     pub notifications: Vec<ServiceProcess>,
     pub scheduling_ports: Vec<u16>,
     pub replicas: usize,
-    logs: tempfile::TempDir,
+    logs: Option<tempfile::TempDir>,
+}
+
+impl Drop for System {
+    /// The services' logs stay when the test failed, or when
+    /// `SKILEEZ_RELIABILITY_KEEP_LOGS` is set.
+    fn drop(&mut self) {
+        let keep =
+            std::thread::panicking() || std::env::var_os("SKILEEZ_RELIABILITY_KEEP_LOGS").is_some();
+        if let (true, Some(logs)) = (keep, self.logs.take()) {
+            eprintln!("services' logs kept in {}", logs.keep().display());
+        }
+    }
 }
 
 /// Seconds-long lifecycles: ready 2 s before the start, missed 2 s after,
@@ -113,21 +125,22 @@ impl System {
             notifications: Vec::new(),
             scheduling_ports: (0..instances).map(|_| free_port()).collect(),
             replicas: if options.cluster { 3 } else { 1 },
-            logs,
+            logs: Some(logs),
         };
         for i in 0..instances {
             let name = format!("scheduling-{i}");
             let env = system.env(Kind::Scheduling, i);
-            let log = system.logs.path().join(format!("{name}.log"));
+            let log = system.log_dir().join(format!("{name}.log"));
             system
                 .scheduling
                 .push(ServiceProcess::start(&name, Kind::Scheduling, env, log));
         }
+        system.wait_for_streams().await;
         for i in 0..instances {
             for kind in [Kind::Timers, Kind::Notifications] {
                 let name = format!("{}-{i}", kind.arg());
                 let env = system.env(kind, i);
-                let log = system.logs.path().join(format!("{name}.log"));
+                let log = system.log_dir().join(format!("{name}.log"));
                 let process = ServiceProcess::start(&name, kind, env, log);
                 match kind {
                     Kind::Timers => system.timers.push(process),
@@ -136,6 +149,33 @@ impl System {
             }
         }
         system
+    }
+
+    /// Waits until scheduling has set up the streams (and, in a cluster,
+    /// `CALL_EVENTS` has a leader), so that the load starts on a system
+    /// that is up. A fresh 3-node cluster with `sync_interval: always` on a
+    /// busy machine can take tens of seconds before it creates replicated
+    /// streams; that start-up is not what a scenario measures.
+    async fn wait_for_streams(&self) {
+        let urls: Vec<String> = self.nats.url().split(',').map(str::to_owned).collect();
+        let client = async_nats::connect(urls).await.expect("connect to NATS");
+        let js = async_nats::jetstream::new(client);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(stream) = js.get_stream("CALL_EVENTS").await {
+                let info = stream.cached_info();
+                let led = info.cluster.as_ref().is_none_or(|c| c.leader.is_some());
+                if led && info.config.num_replicas == self.replicas {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "CALL_EVENTS not set up in 120 s; logs in {}",
+                self.log_dir().display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// What the services connect to: through the proxies when there are.
@@ -216,7 +256,7 @@ impl System {
     }
 
     pub fn log_dir(&self) -> &std::path::Path {
-        self.logs.path()
+        self.logs.as_ref().expect("the log directory").path()
     }
 
     /// A pool on the real server (not through the proxy), for the checks.
