@@ -67,7 +67,12 @@ impl Config {
 
         Ok(Config {
             database_url: env.database_url(DEFAULT_DATABASE_URL)?,
-            database_max_connections: env.number("SKILEEZ_DATABASE_MAX_CONNECTIONS", 16)?,
+            // A booking holds its connection for six round trips and little
+            // else: more connections than the database has cores to serve
+            // them only queue inside PostgreSQL. Measured on two cores
+            // (BENCHMARKS.md, `book --set`): 8 confirmed more bookings than
+            // 16, with a p99 of 22 ms instead of 28.
+            database_max_connections: env.number("SKILEEZ_DATABASE_MAX_CONNECTIONS", 8)?,
             nats_url: env.string_or("NATS_URL", DEFAULT_NATS_URL),
             grpc_addr: env.parse(
                 "SKILEEZ_GRPC_ADDR",
