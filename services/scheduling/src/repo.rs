@@ -287,58 +287,62 @@ pub async fn coach_context<'e>(
     to: DateTime<Utc>,
     people: &[&str],
 ) -> Result<CoachContext, sqlx::Error> {
-    // One row per call, or one row of NULL call columns when there is none;
-    // the hours and the names (uncorrelated: computed once) ride on each.
+    // One row: the hours and the names (computed once), the calls as
+    // arrays in start order (hours repeated on every call's row would
+    // multiply the bytes by the calls in the window).
     // A call lasts at most a day (240 minutes in fact), so one that overlaps
     // `[from, to)` starts after `from − 1 day`: that bound keeps the scan of
     // `calls_coach_start` to the window instead of the coach's history.
-    let rows = sqlx::query(AssertSqlSafe(format!(
+    let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT a.availability, a.version, a.updated_at,
                 (SELECT coalesce(jsonb_object_agg(user_id, display_name), '{{}}'::jsonb)
                    FROM participants WHERE user_id = ANY($5)) AS names,
-                c.call_id, c.student_id, c.starts_at, c.ends_at
+                c.ids, c.students, c.starts, c.ends
            FROM (SELECT 1) one
            LEFT JOIN coach_availability a ON a.coach_id = $1
-           LEFT JOIN LATERAL (
-                SELECT call_id, student_id, starts_at, ends_at FROM calls
+           CROSS JOIN LATERAL (
+                SELECT array_agg(call_id ORDER BY starts_at) AS ids,
+                       array_agg(student_id ORDER BY starts_at) AS students,
+                       array_agg(starts_at ORDER BY starts_at) AS starts,
+                       array_agg(ends_at ORDER BY starts_at) AS ends
+                  FROM calls
                  WHERE coach_id = $1 AND starts_at > $4 AND starts_at < $3 AND ends_at > $2
                    AND status IN {ACTIVE}
-           ) c ON true
-          ORDER BY c.starts_at"
+           ) c"
     )))
     .bind(coach.as_str())
     .bind(from)
     .bind(to)
     .bind(from - Duration::days(1))
     .bind(people)
-    .fetch_all(db)
+    .fetch_one(db)
     .await?;
-    let Some(first) = rows.first() else {
-        return Err(sqlx::Error::RowNotFound);
-    };
-    let hours = first
+    let hours = row
         .get::<Option<serde_json::Value>, _>("availability")
         .map(|availability| {
             Ok::<_, sqlx::Error>(PublishedHours {
                 availability: serde_json::from_value(availability)
                     .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                version: u64::try_from(first.get::<i64, _>("version")).unwrap_or(0),
-                updated_at: first.get("updated_at"),
+                version: u64::try_from(row.get::<i64, _>("version")).unwrap_or(0),
+                updated_at: row.get("updated_at"),
             })
         })
         .transpose()?;
     let names: HashMap<String, String> =
-        serde_json::from_value(first.get("names")).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    let calls = rows
-        .iter()
-        .filter_map(|r| {
-            let id: Option<uuid::Uuid> = r.get("call_id");
-            id.map(|id| CoachCall {
-                call_id: CallId(id),
-                student_id: r.get("student_id"),
-                start: r.get("starts_at"),
-                end: r.get("ends_at"),
-            })
+        serde_json::from_value(row.get("names")).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let ids: Vec<uuid::Uuid> = row.get::<Option<_>, _>("ids").unwrap_or_default();
+    let students: Vec<String> = row.get::<Option<_>, _>("students").unwrap_or_default();
+    let starts: Vec<DateTime<Utc>> = row.get::<Option<_>, _>("starts").unwrap_or_default();
+    let ends: Vec<DateTime<Utc>> = row.get::<Option<_>, _>("ends").unwrap_or_default();
+    let calls = ids
+        .into_iter()
+        .zip(students)
+        .zip(starts.into_iter().zip(ends))
+        .map(|((id, student_id), (start, end))| CoachCall {
+            call_id: CallId(id),
+            student_id,
+            start,
+            end,
         })
         .collect();
     Ok(CoachContext {
