@@ -13,6 +13,7 @@
 
 pub mod nats;
 pub mod pki;
+pub mod process;
 
 use std::str::FromStr;
 use std::sync::OnceLock;

@@ -21,11 +21,13 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
+
+use crate::process::spawn;
 
 /// The oldest server accepted.
 const MIN_VERSION: (u32, u32) = (2, 10);
@@ -342,54 +344,6 @@ fn log_tail(path: &Path, start: u64) -> String {
     };
     read().unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()))
 }
-
-type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
-
-/// Spawns on a thread that lives as long as the test process. The server is
-/// told to die with the thread that started it, and a test's own thread ends
-/// with the test, too early for a server that another test may share.
-fn spawn(command: Command) -> std::io::Result<Child> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (requests, incoming) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("testkit-nats-spawner".to_owned())
-            .spawn(move || {
-                for (mut command, reply) in incoming {
-                    die_with_parent(&mut command);
-                    let _ = reply.send(command.spawn());
-                }
-            })
-            .expect("cannot start the nats-server spawner thread");
-        Mutex::new(requests)
-    });
-    let (reply, answer) = mpsc::channel();
-    spawner
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .send((command, reply))
-        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
-    answer
-        .recv()
-        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
-}
-
-#[cfg(target_os = "linux")]
-fn die_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches only the child.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut Command) {}
 
 /// The server binary, found once per test process; see the module docs.
 fn server_binary() -> &'static Path {

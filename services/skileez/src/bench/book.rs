@@ -91,7 +91,8 @@ pub async fn run(
             // Raw first, then the service: alternating within a level keeps
             // a drift of the machine from favouring one side.
             let raw = raw_once(n, duration, settings).await?;
-            let service = service_once(n, duration, settings).await?;
+            let service =
+                book_through_grpc(TestDatabase::new().await, n, duration, settings).await?;
             let level = Level {
                 concurrency: n,
                 ratio: ratio(&service, &raw),
@@ -183,20 +184,25 @@ fn ratio(service: &Rate, raw: &Rate) -> f64 {
 }
 
 fn median_level(samples: &[Level]) -> Level {
-    let pick = |f: &dyn Fn(&Level) -> f64| median(&mut samples.iter().map(f).collect::<Vec<_>>());
-    let rate = |side: fn(&Level) -> &Rate| Rate {
-        bookings: samples.iter().map(|l| side(l).bookings).sum::<usize>() / samples.len().max(1),
-        errors: samples.iter().map(|l| side(l).errors).sum(),
-        per_second: pick(&|l| side(l).per_second),
-        p50_ms: pick(&|l| side(l).p50_ms),
-        p99_ms: pick(&|l| side(l).p99_ms),
-        max_ms: pick(&|l| side(l).max_ms),
-    };
+    let sides = |side: fn(&Level) -> &Rate| samples.iter().map(side).cloned().collect::<Vec<_>>();
     Level {
         concurrency: samples.first().map(|l| l.concurrency).unwrap_or_default(),
-        service: rate(|l| &l.service),
-        raw: rate(|l| &l.raw),
-        ratio: pick(&|l| l.ratio),
+        service: median_rate(&sides(|l| &l.service)),
+        raw: median_rate(&sides(|l| &l.raw)),
+        ratio: median(&mut samples.iter().map(|l| l.ratio).collect::<Vec<_>>()),
+    }
+}
+
+/// Per figure, the median over `samples` (bookings: the mean; errors: the sum).
+pub(super) fn median_rate(samples: &[Rate]) -> Rate {
+    let pick = |f: fn(&Rate) -> f64| median(&mut samples.iter().map(f).collect::<Vec<_>>());
+    Rate {
+        bookings: samples.iter().map(|r| r.bookings).sum::<usize>() / samples.len().max(1),
+        errors: samples.iter().map(|r| r.errors).sum(),
+        per_second: pick(|r| r.per_second),
+        p50_ms: pick(|r| r.p50_ms),
+        p99_ms: pick(|r| r.p99_ms),
+        max_ms: pick(|r| r.max_ms),
     }
 }
 
@@ -334,24 +340,15 @@ impl Service {
     }
 }
 
-async fn service_once(
-    workers: usize,
-    duration: Duration,
-    settings: &[(String, String)],
-) -> anyhow::Result<Rate> {
-    let service = Service::start(TestDatabase::new().await, settings).await?;
-    let rate = book_load(service.addr, service.issuer.clone(), workers, duration).await?;
-    service.stop().await?;
-    Ok(rate)
-}
-
-/// The service's side of `book`, on `db` (empty, or a seeded store).
+/// The service's side of `book`, on `db` (empty, or a seeded store), with
+/// `settings` on top of the defaults.
 pub(super) async fn book_through_grpc(
     db: TestDatabase,
     workers: usize,
     duration: Duration,
+    settings: &[(String, String)],
 ) -> anyhow::Result<Rate> {
-    let service = Service::start(db, &[]).await?;
+    let service = Service::start(db, settings).await?;
     let rate = book_load(service.addr, service.issuer.clone(), workers, duration).await?;
     service.stop().await?;
     Ok(rate)

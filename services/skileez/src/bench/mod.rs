@@ -107,32 +107,13 @@ enum Scenario {
         /// Which RPCs, one after another.
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = [read::Rpc::GetCall, read::Rpc::ListCalls, read::Rpc::CheckAvailability])]
         rpcs: Vec<read::Rpc>,
-        /// Coaches in the store (at most 12,000).
-        #[arg(long, default_value_t = 10_000)]
-        coaches: usize,
-        /// Calls per coach (1,000,000 calls by default).
-        #[arg(long, default_value_t = 100)]
-        calls_per_coach: usize,
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
-        /// Seconds of timed load per RPC and run (after a 1 s warm-up).
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
+        #[command(flatten)]
+        store: read::StoreLoad,
     },
     /// The booking rate on a large seeded store against an empty one.
     Scale {
-        #[arg(long, default_value_t = 10_000)]
-        coaches: usize,
-        #[arg(long, default_value_t = 100)]
-        calls_per_coach: usize,
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
+        #[command(flatten)]
+        store: read::StoreLoad,
     },
     /// Each service's resident memory as its own process, idle and under the book load.
     Memory {
@@ -251,47 +232,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             runs,
             settings,
         } => book::run(args.output, &concurrency, seconds, runs, &settings).await,
-        Scenario::Read {
-            rpcs,
-            coaches,
-            calls_per_coach,
-            concurrency,
-            seconds,
-            runs,
-        } => {
-            read::read(
-                args.output,
-                &rpcs,
-                coaches,
-                calls_per_coach,
-                concurrency,
-                seconds,
-                runs,
-            )
-            .await
-        }
+        Scenario::Read { rpcs, store } => read::read(args.output, &rpcs, &store).await,
         Scenario::Memory {
             idle_seconds,
             concurrency,
             seconds,
         } => memory::run(args.output, idle_seconds, concurrency, seconds).await,
-        Scenario::Scale {
-            coaches,
-            calls_per_coach,
-            concurrency,
-            seconds,
-            runs,
-        } => {
-            read::scale(
-                args.output,
-                coaches,
-                calls_per_coach,
-                concurrency,
-                seconds,
-                runs,
-            )
-            .await
-        }
+        Scenario::Scale { store } => read::scale(args.output, &store).await,
     }
 }
 

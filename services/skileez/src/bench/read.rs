@@ -18,7 +18,7 @@ use skileez_proto::scheduling as pb;
 use skileez_scheduling::Config;
 use skileez_testkit::TestDatabase;
 
-use super::book::{Rate, Service, book_through_grpc, drive, first_slot};
+use super::book::{Service, book_through_grpc, drive, first_slot, median_rate};
 use super::{median, seed};
 use crate::OutputFormat;
 
@@ -44,28 +44,33 @@ fn default_config() -> anyhow::Result<Config> {
     })?)
 }
 
-fn median_rate(samples: &[Rate]) -> Rate {
-    let pick = |f: fn(&Rate) -> f64| median(&mut samples.iter().map(f).collect::<Vec<_>>());
-    Rate {
-        bookings: samples.iter().map(|r| r.bookings).sum::<usize>() / samples.len().max(1),
-        errors: samples.iter().map(|r| r.errors).sum(),
-        per_second: pick(|r| r.per_second),
-        p50_ms: pick(|r| r.p50_ms),
-        p99_ms: pick(|r| r.p99_ms),
-        max_ms: pick(|r| r.max_ms),
-    }
+/// The seeded store and the load on it, shared by `read` and `scale`.
+#[derive(Debug, clap::Args)]
+pub struct StoreLoad {
+    /// Coaches in the store (at most 12,000).
+    #[arg(long, default_value_t = 10_000)]
+    coaches: usize,
+    /// Calls per coach (1,000,000 calls by default).
+    #[arg(long = "calls-per-coach", default_value_t = 100)]
+    per_coach: usize,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Seconds of timed load per measurement (after a 1 s warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Runs; the figures are the medians over them.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn read(
-    output: OutputFormat,
-    rpcs: &[Rpc],
-    coaches: usize,
-    per_coach: usize,
-    concurrency: usize,
-    seconds: u64,
-    runs: usize,
-) -> anyhow::Result<()> {
+pub async fn read(output: OutputFormat, rpcs: &[Rpc], load: &StoreLoad) -> anyhow::Result<()> {
+    let &StoreLoad {
+        coaches,
+        per_coach,
+        concurrency,
+        seconds,
+        runs,
+    } = load;
     let db = seeded(coaches, per_coach).await?;
     let total = coaches * per_coach;
     let service = Service::start(db, &[]).await?;
@@ -233,21 +238,21 @@ pub async fn read(
     Ok(())
 }
 
-pub async fn scale(
-    output: OutputFormat,
-    coaches: usize,
-    per_coach: usize,
-    concurrency: usize,
-    seconds: u64,
-    runs: usize,
-) -> anyhow::Result<()> {
+pub async fn scale(output: OutputFormat, load: &StoreLoad) -> anyhow::Result<()> {
+    let &StoreLoad {
+        coaches,
+        per_coach,
+        concurrency,
+        seconds,
+        runs,
+    } = load;
     let seeded = seeded(coaches, per_coach).await?;
     let duration = Duration::from_secs(seconds);
     let mut empty = Vec::new();
     let mut full = Vec::new();
     for run in 0..runs.max(1) {
-        let e = book_through_grpc(TestDatabase::new().await, concurrency, duration).await?;
-        let f = book_through_grpc(seeded.copy().await?, concurrency, duration).await?;
+        let e = book_through_grpc(TestDatabase::new().await, concurrency, duration, &[]).await?;
+        let f = book_through_grpc(seeded.copy().await?, concurrency, duration, &[]).await?;
         if matches!(output, OutputFormat::Text) {
             println!(
                 "scale run {}: empty store {:.0}/s p99 {:.2} ms | {} calls {:.0}/s p99 {:.2} ms | ratio {:.2}",
