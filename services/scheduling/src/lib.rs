@@ -25,7 +25,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use secrecy::ExposeSecret;
 use skileez_proto::scheduling as pb;
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -56,9 +56,7 @@ pub enum StartError {
 
 /// Connects to PostgreSQL with the configured pool size.
 pub async fn connect(config: &Config) -> Result<PgPool, StartError> {
-    PgPoolOptions::new()
-        .max_connections(config.database_max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+    skileez_eventstore::pool_options(config.database_max_connections)
         .connect(config.database_url.expose_secret())
         .await
         .map_err(StartError::Database)

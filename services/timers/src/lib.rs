@@ -37,7 +37,7 @@ pub mod token;
 use std::{sync::Arc, time::Duration};
 
 use secrecy::ExposeSecret;
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use crate::config::Config;
@@ -73,9 +73,7 @@ pub enum StartError {
 
 /// Connects to PostgreSQL with the configured pool size.
 pub async fn connect(config: &Config) -> Result<PgPool, StartError> {
-    PgPoolOptions::new()
-        .max_connections(config.database_max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+    skileez_eventstore::pool_options(config.database_max_connections)
         .connect(config.database_url.expose_secret())
         .await
         .map_err(StartError::Database)
