@@ -14,7 +14,7 @@
 //! request's statement timeout) the stream locks, the event insert, the
 //! coach's hours, calls and the display names in one statement, the call
 //! row with the stored answer in one statement, COMMIT — issued by the same functions of the event store and the
-//! repository, through a pool of the service's size. What it leaves out is
+//! repository, through a pool built as the service builds its own. What it leaves out is
 //! what the service adds: gRPC and HTTP/2, the token check, validation, the
 //! domain decision, protobuf, tracing, the relay's feed reads and publishes
 //! and the NATS server's work. Both run on fresh scratch databases of the
@@ -44,7 +44,6 @@ use skileez_scheduling::{
     repo::{self, StoredAnswer},
 };
 use skileez_testkit::{TestDatabase, nats::TestNats};
-use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 use super::{median, percentile};
@@ -420,8 +419,8 @@ async fn raw_once(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone()),
     })?;
-    let pool = PgPoolOptions::new()
-        .max_connections(defaults.database_max_connections)
+    // The service's pool: same size, same liveness checks.
+    let pool = skileez_eventstore::pool_options(defaults.database_max_connections)
         .connect_with(db.connect_options())
         .await?;
     let store = EventStore::new(pool.clone());
