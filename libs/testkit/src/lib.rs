@@ -28,6 +28,9 @@ const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// Every template name starts with this, so stale ones can be found.
 const TEMPLATE_PREFIX: &str = "skileez_tpl_";
 
+/// Every database kept by [`TestDatabase::cached`] starts with this.
+const CACHE_PREFIX: &str = "skileez_cache_";
+
 /// Serialises template builds across test processes (`cargo test` runs the
 /// test binaries of a crate one after another, but several crates' tests, or
 /// several engineers, may run at once against one server).
@@ -126,6 +129,90 @@ impl TestDatabase {
             options,
             pool,
         })
+    }
+
+    /// A copy of a database that `build` filled once, kept on the server for
+    /// the next run: benchmark stores take minutes to fill and seconds to
+    /// copy. The kept database is named after the migration set, `family`
+    /// and `variant` (together at most 30 characters); building a new one
+    /// drops those of the same family with another variant, and those of
+    /// another migration set, so a server keeps one per family. Returns the
+    /// copy and whether the kept database was already there.
+    pub async fn cached<F, Fut>(
+        family: &str,
+        variant: &str,
+        build: F,
+    ) -> Result<(TestDatabase, bool), BoxError>
+    where
+        F: FnOnce(PgPool) -> Fut,
+        Fut: std::future::Future<Output = Result<(), BoxError>>,
+    {
+        let admin = admin_options();
+        let template = template(&admin).await;
+        let hash = template.trim_start_matches(TEMPLATE_PREFIX);
+        let generation = format!("{CACHE_PREFIX}{hash}_");
+        let name = format!("{generation}{family}_{variant}");
+        // PostgreSQL silently truncates longer names, and two would collide.
+        if name.len() > 63 || family.contains('_') {
+            return Err(format!(
+                "cache name {name:?}: family and variant must be short, family without '_'"
+            )
+            .into());
+        }
+        let mut conn = PgConnection::connect_with(&admin).await?;
+        let found = database_exists(&mut conn, &name).await?;
+        if !found {
+            // Built under a name of its own and renamed when complete, so a
+            // kept database is never one whose build was interrupted.
+            let building = format!("{CACHE_PREFIX}building");
+            drop_database(&mut conn, &building, true).await?;
+            create_database(&mut conn, &building, Some(template)).await?;
+            let pool = PgPoolOptions::new()
+                .max_connections(POOL_SIZE)
+                .connect_with(admin.clone().database(&building))
+                .await?;
+            let built = build(pool.clone()).await;
+            pool.close().await;
+            built?;
+            sqlx::query(AssertSqlSafe(format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote(&building),
+                quote(&name)
+            )))
+            .execute(&mut conn)
+            .await?;
+            let stale: Vec<String> = sqlx::query_scalar(
+                "SELECT datname FROM pg_database
+                  WHERE starts_with(datname, $1) AND datname <> $2
+                    AND (NOT starts_with(datname, $3) OR starts_with(datname, $4))",
+            )
+            .bind(CACHE_PREFIX)
+            .bind(&name)
+            .bind(&generation)
+            .bind(format!("{generation}{family}_"))
+            .fetch_all(&mut conn)
+            .await?;
+            for stale in stale {
+                let _ = drop_database(&mut conn, &stale, true).await;
+            }
+        }
+        let copy = format!("test_{}", uuid::Uuid::new_v4().simple());
+        create_database(&mut conn, &copy, Some(&name)).await?;
+        conn.close().await?;
+        let options = admin.clone().database(&copy);
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect_with(options.clone())
+            .await?;
+        Ok((
+            TestDatabase {
+                name: copy,
+                admin,
+                options,
+                pool,
+            },
+            found,
+        ))
     }
 
     /// Connection options for the database, for a pool of another size.

@@ -30,11 +30,39 @@ pub enum Rpc {
     CheckAvailability,
 }
 
-/// The seeded store; the database is kept for copies.
-async fn seeded(coaches: usize, per_coach: usize) -> anyhow::Result<TestDatabase> {
-    let db = TestDatabase::new().await;
+/// A copy of the seeded store; the copy is kept for further copies.
+///
+/// Seeding a million calls takes minutes, so the seeded database is kept on
+/// the server (see [`TestDatabase::cached`]) for the rest of the day, whose
+/// date every seeded start derives from, and copied per run; `fresh` seeds
+/// a new one regardless.
+async fn seeded(coaches: usize, per_coach: usize, fresh: bool) -> anyhow::Result<TestDatabase> {
     let policy = default_config()?.policy;
-    seed::seed(db.pool(), &policy, first_slot()?, coaches, per_coach).await?;
+    let base = first_slot()?;
+    if fresh {
+        let db = TestDatabase::new().await;
+        seed::seed(db.pool(), &policy, base, coaches, per_coach).await?;
+        return Ok(db);
+    }
+    let began = std::time::Instant::now();
+    let (db, reused) = TestDatabase::cached(
+        &format!("seed{coaches}x{per_coach}"),
+        &base.format("%Y%m%d").to_string(),
+        |pool| async move {
+            seed::seed(&pool, &policy, base, coaches, per_coach)
+                .await
+                .map_err(Into::into)
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("seeded store: {e}"))?;
+    if reused {
+        eprintln!(
+            "seed: reused the kept store of {} calls, copied in {:.1} s (--fresh-store seeds anew)",
+            coaches * per_coach,
+            began.elapsed().as_secs_f64()
+        );
+    }
     Ok(db)
 }
 
@@ -61,19 +89,29 @@ pub struct StoreLoad {
     /// Runs; the figures are the medians over them.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Seed a new store instead of copying the one kept from an earlier run
+    /// today.
+    #[arg(long = "fresh-store")]
+    fresh: bool,
+    /// Service settings for this run, as `NAME=VALUE` (repeatable), e.g.
+    /// `--set SKILEEZ_DATABASE_MAX_CONNECTIONS=4`.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = super::parse_setting)]
+    settings: Vec<(String, String)>,
 }
 
 pub async fn read(output: OutputFormat, rpcs: &[Rpc], load: &StoreLoad) -> anyhow::Result<()> {
-    let &StoreLoad {
+    let StoreLoad {
         coaches,
         per_coach,
         concurrency,
         seconds,
         runs,
-    } = load;
-    let db = seeded(coaches, per_coach).await?;
+        fresh,
+        ref settings,
+    } = *load;
+    let db = seeded(coaches, per_coach, fresh).await?;
     let total = coaches * per_coach;
-    let service = Service::start(db, &[]).await?;
+    let service = Service::start(db, settings).await?;
     let base = first_slot()?;
     let channels: Arc<Vec<_>> = Arc::new(
         (0..concurrency)
@@ -239,20 +277,23 @@ pub async fn read(output: OutputFormat, rpcs: &[Rpc], load: &StoreLoad) -> anyho
 }
 
 pub async fn scale(output: OutputFormat, load: &StoreLoad) -> anyhow::Result<()> {
-    let &StoreLoad {
+    let StoreLoad {
         coaches,
         per_coach,
         concurrency,
         seconds,
         runs,
-    } = load;
-    let seeded = seeded(coaches, per_coach).await?;
+        fresh,
+        ref settings,
+    } = *load;
+    let seeded = seeded(coaches, per_coach, fresh).await?;
     let duration = Duration::from_secs(seconds);
     let mut empty = Vec::new();
     let mut full = Vec::new();
     for run in 0..runs.max(1) {
-        let e = book_through_grpc(TestDatabase::new().await, concurrency, duration, &[]).await?;
-        let f = book_through_grpc(seeded.copy().await?, concurrency, duration, &[]).await?;
+        let e =
+            book_through_grpc(TestDatabase::new().await, concurrency, duration, settings).await?;
+        let f = book_through_grpc(seeded.copy().await?, concurrency, duration, settings).await?;
         if matches!(output, OutputFormat::Text) {
             println!(
                 "scale run {}: empty store {:.0}/s p99 {:.2} ms | {} calls {:.0}/s p99 {:.2} ms | ratio {:.2}",
