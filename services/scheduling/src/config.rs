@@ -13,6 +13,9 @@ pub struct Config {
     /// May hold a password, hence secret.
     pub database_url: SecretString,
     pub database_max_connections: u32,
+    /// The separate pool of the query RPCs (GetCall, ListCalls,
+    /// CheckAvailability, FindSlots, ...).
+    pub database_read_connections: u32,
     pub nats_url: String,
     pub grpc_addr: SocketAddr,
     pub jwt: JwtConfig,
@@ -73,6 +76,14 @@ impl Config {
             // (BENCHMARKS.md, `book --set`): 8 confirmed more bookings than
             // 16, with a p99 of 22 ms instead of 28.
             database_max_connections: env.number("SKILEEZ_DATABASE_MAX_CONNECTIONS", 8)?,
+            // A query is one statement on a warm cache and holds its
+            // connection only for it: beyond about twice the database's
+            // cores, more of them at once only take turns on those cores.
+            // Measured on two (BENCHMARKS.md, `read --set`): ListCalls
+            // 3,675/s with 4, 3,201/s with 16; GetCall's p99 4.0 ms against
+            // 5.1. Their own pool also keeps a burst of reads from taking
+            // the connections bookings wait for, and the other way round.
+            database_read_connections: env.number("SKILEEZ_DATABASE_READ_CONNECTIONS", 4)?,
             nats_url: env.string_or("NATS_URL", DEFAULT_NATS_URL),
             grpc_addr: env.parse(
                 "SKILEEZ_GRPC_ADDR",

@@ -56,7 +56,11 @@ pub enum StartError {
 
 /// Connects to PostgreSQL with the configured pool size.
 pub async fn connect(config: &Config) -> Result<PgPool, StartError> {
-    skileez_eventstore::pool_options(config.database_max_connections)
+    connect_pool(config, config.database_max_connections).await
+}
+
+async fn connect_pool(config: &Config, size: u32) -> Result<PgPool, StartError> {
+    skileez_eventstore::pool_options(size)
         .connect(config.database_url.expose_secret())
         .await
         .map_err(StartError::Database)
@@ -66,6 +70,8 @@ pub async fn connect(config: &Config) -> Result<PgPool, StartError> {
 pub struct Application {
     config: Config,
     pool: PgPool,
+    /// The query RPCs' own pool ([`Config::database_read_connections`]).
+    reads: PgPool,
     listener: TcpListener,
     local_addr: SocketAddr,
 }
@@ -73,11 +79,21 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let pool = connect(&config).await?;
-        Self::build_with_pool(config, pool).await
+        let reads = connect_pool(&config, config.database_read_connections).await?;
+        Self::build_with_pools(config, pool, reads).await
     }
 
-    /// Builds on an existing pool (tests and `skileez dev` share one).
+    /// Builds on an existing pool, for commands and queries alike (tests and
+    /// `skileez dev` share one).
     pub async fn build_with_pool(config: Config, pool: PgPool) -> Result<Self, StartError> {
+        Self::build_with_pools(config, pool.clone(), pool).await
+    }
+
+    async fn build_with_pools(
+        config: Config,
+        pool: PgPool,
+        reads: PgPool,
+    ) -> Result<Self, StartError> {
         // Fail fast on a bad key rather than at the first request.
         Authenticator::new(&config.jwt)?;
         let listener = TcpListener::bind(config.grpc_addr)
@@ -93,6 +109,7 @@ impl Application {
         Ok(Self {
             config,
             pool,
+            reads,
             listener,
             local_addr,
         })
@@ -108,6 +125,7 @@ impl Application {
         let Application {
             config,
             pool,
+            reads,
             listener,
             local_addr,
         } = self;
@@ -116,6 +134,7 @@ impl Application {
         let tasks = TaskTracker::new();
         let ctx = Arc::new(Shared {
             scheduler: scheduler.clone(),
+            reads,
             auth: Authenticator::new(&config.jwt)?,
             service_needs_certificate: config
                 .tls

@@ -274,7 +274,7 @@ impl pb::availability_service_server::AvailabilityService for AvailabilityApi {
         let principal = self.ctx.principal(&request)?;
         let coach = coach_id(&request.get_ref().coach_id)?;
         let scheduler = &self.ctx.scheduler;
-        let mut conn = scheduler.pool().acquire().await.map_err(ApiError::from)?;
+        let mut conn = self.ctx.reads.acquire().await.map_err(ApiError::from)?;
         let hours = repo::coach_availability(&mut *conn, &coach)
             .await
             .map_err(ApiError::from)?;
@@ -334,7 +334,7 @@ impl pb::availability_service_server::AvailabilityService for AvailabilityApi {
         } = validate_find_slots(message, policy.free_consultation_minutes)?;
         let viewer = self.viewer_zone(&principal, viewer).await?;
 
-        let pool = self.ctx.scheduler.pool();
+        let pool = &self.ctx.reads;
         let (lo, hi) = coach_window(policy, from, to + Duration::minutes(i64::from(duration)));
         // Hours and calls from one statement: one snapshot, one round trip.
         let context = repo::coach_context(pool, &coach, lo, hi, &[])

@@ -26,6 +26,8 @@ use skileez_proto::scheduling as pb;
 /// What every handler shares.
 pub struct Shared {
     pub scheduler: Scheduler,
+    /// The query RPCs' pool; commands go through the scheduler's.
+    pub reads: sqlx::PgPool,
     pub auth: Authenticator,
     /// With client certificates verified (mTLS), a `service` token counts
     /// only when it comes with one: a leaked service token alone is not

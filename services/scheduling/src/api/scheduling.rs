@@ -449,7 +449,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
             )
             .into());
         }
-        let pool = self.ctx.scheduler.pool();
+        let pool = &self.ctx.reads;
         let existing = repo::free_consultation(pool, &student, &coach)
             .await
             .map_err(ApiError::from)?;
@@ -512,7 +512,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         let policy = self.ctx.scheduler.policy();
         let now = Utc::now();
 
-        let pool = self.ctx.scheduler.pool();
+        let pool = &self.ctx.reads;
 
         // The coach's side: the rules of a booking, with the coach's hours,
         // buffers, own notice and daily maximum when they published them.
@@ -754,7 +754,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
             .map_err(|v| ApiError::InvalidArgument(vec![v]))?;
         // The names come along (one round trip); nothing of the row is
         // revealed before the access check.
-        let (call, names) = match repo::load_call(self.ctx.scheduler.pool(), id)
+        let (call, names) = match repo::load_call(&self.ctx.reads, id)
             .await
             .map_err(ApiError::from)?
         {
@@ -813,7 +813,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
             .into());
         }
         let (mut calls, names) = repo::list_calls(
-            self.ctx.scheduler.pool(),
+            &self.ctx.reads,
             &user,
             filter,
             after.as_ref(),
