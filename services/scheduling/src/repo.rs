@@ -74,7 +74,7 @@ fn decode_state(row: &sqlx::postgres::PgRow) -> Result<Call, sqlx::Error> {
 const UPSERT_CALL: &str =
     "INSERT INTO calls (call_id, chain_id, kind, student_id, coach_id, contract_id,
                             starts_at, ends_at, coach_busy_until, status, version, state)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::json)
          ON CONFLICT (call_id) DO UPDATE
             SET status = EXCLUDED.status, version = EXCLUDED.version,
                 state = EXCLUDED.state, updated_at = now()";
@@ -85,7 +85,9 @@ fn bind_call<'q>(
     call: &'q Call,
     coach_buffer: Duration,
 ) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>, sqlx::Error> {
-    let state = serde_json::to_value(call).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    // Text, cast by the statement: `state` is json (migration 0010), kept as
+    // written.
+    let state = serde_json::to_string(call).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let end = call.end();
     Ok(query
         .bind(call.id.0)

@@ -121,7 +121,7 @@ pub async fn seed(
     );
     let fill = |template: &str| {
         format!(
-            "replace(replace(replace(replace({template}, '{PLACEHOLDER_ID}', id), '{PLACEHOLDER_STUDENT}', student), '{PLACEHOLDER_COACH}', coach), '{stamp}', to_char(starts_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::jsonb"
+            "replace(replace(replace(replace({template}, '{PLACEHOLDER_ID}', id), '{PLACEHOLDER_STUDENT}', student), '{PLACEHOLDER_COACH}', coach), '{stamp}', to_char(starts_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))"
         )
     };
     let bind_rows = |sql: String| {
@@ -134,7 +134,7 @@ pub async fn seed(
     bind_rows(format!(
         "INSERT INTO events (event_id, stream_id, stream_type, version, event_type, schema_version, payload, metadata)
          SELECT ('00000000-0000-4000-9000-' || lpad(to_hex(j), 12, '0'))::uuid, 'call-' || id, 'call', 1,
-                $4, $5, {}, $6::jsonb
+                $4, $5, {}::jsonb, $6::jsonb
            FROM ({rows}) r",
         fill("$7")
     ))
@@ -154,7 +154,7 @@ pub async fn seed(
                             starts_at, ends_at, coach_busy_until, status, version, state)
          SELECT id::uuid, id::uuid, 'free_consultation', student, coach, NULL,
                 starts_at, starts_at + interval '15 minutes',
-                starts_at + interval '15 minutes' + $4 * interval '1 second', 'scheduled', 1, {}
+                starts_at + interval '15 minutes' + $4 * interval '1 second', 'scheduled', 1, {}::json
            FROM ({rows}) r",
         fill("$5")
     ))
