@@ -33,9 +33,10 @@ pub enum Rpc {
 /// A copy of the seeded store; the copy is kept for further copies.
 ///
 /// Seeding a million calls takes minutes, so the seeded database is kept on
-/// the server (see [`TestDatabase::cached`]) for the rest of the day, whose
-/// date every seeded start derives from, and copied per run; `fresh` seeds
-/// a new one regardless.
+/// the server (see [`TestDatabase::cached`]) and copied per run, for the
+/// rest of the day (every seeded start derives from its date) and while
+/// the rows' form stays the same ([`seed::fingerprint`]); `fresh` seeds a
+/// new one regardless.
 async fn seeded(coaches: usize, per_coach: usize, fresh: bool) -> anyhow::Result<TestDatabase> {
     let policy = default_config()?.policy;
     let base = first_slot()?;
@@ -47,7 +48,11 @@ async fn seeded(coaches: usize, per_coach: usize, fresh: bool) -> anyhow::Result
     let began = std::time::Instant::now();
     let (db, reused) = TestDatabase::cached(
         &format!("seed{coaches}x{per_coach}"),
-        &base.format("%Y%m%d").to_string(),
+        &format!(
+            "{}{}",
+            base.format("%Y%m%d"),
+            seed::fingerprint(&policy, base)?
+        ),
         |pool| async move {
             seed::seed(&pool, &policy, base, coaches, per_coach)
                 .await

@@ -66,20 +66,17 @@ pub fn free_start(base: DateTime<Utc>, j: usize, per_coach: usize) -> DateTime<U
         + chrono::Duration::minutes(150)
 }
 
-pub async fn seed(
-    pool: &PgPool,
-    policy: &Policy,
-    base: DateTime<Utc>,
-    coaches: usize,
-    per_coach: usize,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        coaches <= 12_000,
-        "at most 12,000 coaches: a student's calls would overlap"
-    );
-    let began = Instant::now();
-    let total = coaches * per_coach;
-    // A sample booking, decided and serialised as the service would.
+/// A sample booking, decided and serialised as the service would: the
+/// templates of every seeded row.
+struct Sample {
+    /// The sample's start as serialised, replaced per row.
+    stamp: String,
+    event_type: &'static str,
+    event_json: String,
+    state_json: String,
+}
+
+fn sample(policy: &Policy, base: DateTime<Utc>, now: DateTime<Utc>) -> anyhow::Result<Sample> {
     let sample_start = base + chrono::Duration::days(1);
     let stamp = sample_start.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
     let call_id = CallId(uuid::Uuid::parse_str(PLACEHOLDER_ID)?);
@@ -97,7 +94,7 @@ pub async fn seed(
         existing_free_consultation: None,
         note: None,
     });
-    let decided = decide(None, &command, Utc::now(), policy)?;
+    let decided = decide(None, &command, now, policy)?;
     let [booked] = decided.as_slice() else {
         anyhow::bail!("a booking decided {} events, not one", decided.len());
     };
@@ -108,6 +105,52 @@ pub async fn seed(
         event_json.contains(&stamp) && state_json.contains(&stamp),
         "the start is not serialised as {stamp}: {event_json}"
     );
+    Ok(Sample {
+        stamp,
+        event_type: booked.event.event_type(),
+        event_json,
+        state_json,
+    })
+}
+
+/// What a seeded store's rows look like, as 8 hex digits: it changes when
+/// the domain serialises a booking differently, so a kept store of the old
+/// form is not reused (the booking time is fixed here, not the clock's).
+pub fn fingerprint(policy: &Policy, base: DateTime<Utc>) -> anyhow::Result<String> {
+    let Sample {
+        event_json,
+        state_json,
+        ..
+    } = sample(policy, base, base - chrono::Duration::days(2))?;
+    // FNV-1a: stable across processes and Rust versions.
+    let hash = [event_json, state_json]
+        .iter()
+        .flat_map(|json| json.bytes())
+        .fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+    Ok(format!("{hash:08x}"))
+}
+
+pub async fn seed(
+    pool: &PgPool,
+    policy: &Policy,
+    base: DateTime<Utc>,
+    coaches: usize,
+    per_coach: usize,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        coaches <= 12_000,
+        "at most 12,000 coaches: a student's calls would overlap"
+    );
+    let began = Instant::now();
+    let total = coaches * per_coach;
+    let Sample {
+        stamp,
+        event_type,
+        event_json,
+        state_json,
+    } = sample(policy, base, Utc::now())?;
     let metadata = serde_json::json!({ "actor": { "user_id": "bench-admin", "role": "admin" } });
 
     // Per row: its id, student, coach, start and JSON, from the templates.
@@ -138,7 +181,7 @@ pub async fn seed(
            FROM ({rows}) r",
         fill("$7")
     ))
-    .bind(booked.event.event_type())
+    .bind(event_type)
     .bind(skileez_scheduling::app::EVENT_SCHEMA_VERSION)
     .bind(metadata.to_string())
     .bind(&event_json)
