@@ -6,6 +6,10 @@
 use skileez_telemetry::process;
 use tokio_util::sync::CancellationToken;
 
+/// As in `skileez` (see its main.rs): mimalloc rather than glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let telemetry = skileez_telemetry::init("skileez-notifications")?;

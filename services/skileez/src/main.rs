@@ -4,6 +4,11 @@
 //! running scheduling service, `notifications …` to the notification
 //! service.
 
+/// mimalloc rather than glibc's malloc: the services allocate many small,
+/// short-lived buffers per request, spread over the runtime's threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod client;
 mod coach;

@@ -9,6 +9,10 @@ use clap::Parser as _;
 use skileez_telemetry::process;
 use tokio_util::sync::CancellationToken;
 
+/// As in `skileez` (see its main.rs): mimalloc rather than glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("bench") {
