@@ -14,6 +14,7 @@
 pub mod nats;
 pub mod pki;
 pub mod process;
+pub mod stats;
 
 use std::str::FromStr;
 use std::sync::OnceLock;

@@ -35,6 +35,7 @@ use futures::StreamExt;
 use prost::Message as _;
 use skileez_notifications::{Application, Config};
 use skileez_proto::{call as ev, notifications as pbn};
+use skileez_testkit::stats::{median, percentile};
 use skileez_testkit::{TestDatabase, nats::TestNats};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
@@ -98,9 +99,10 @@ async fn main() -> anyhow::Result<()> {
     let (mut p50s, mut p99s, mut maxes) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=args.runs {
         let mut latencies = latency(&args).await?;
-        let p50 = percentile(&mut latencies, 0.50);
-        let p99 = percentile(&mut latencies, 0.99);
-        let max = percentile(&mut latencies, 1.0);
+        latencies.sort_by(f64::total_cmp);
+        let p50 = percentile(&latencies, 0.50);
+        let p99 = percentile(&latencies, 0.99);
+        let max = percentile(&latencies, 1.0);
         println!(
             "latency run {run}: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({} notifications)",
             latencies.len()
@@ -119,19 +121,6 @@ async fn main() -> anyhow::Result<()> {
         args.rate
     );
     Ok(())
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    percentile(values, 0.5)
-}
-
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let index = ((values.len() as f64 - 1.0) * p).round() as usize;
-    values[index.min(values.len() - 1)]
 }
 
 /// A scratch database and a private NATS, with the service in-process.

@@ -29,6 +29,7 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use skileez_proto::scheduling as pb;
 use skileez_testkit::TestDatabase;
+use skileez_testkit::stats::{self, percentile};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -300,12 +301,13 @@ async fn run_once(
             dues.len()
         );
     }
-    let mut lateness: Vec<i64> = arrivals.lateness_us.clone();
-    lateness.sort_unstable();
-    let pct = |p: f64| {
-        let index = ((lateness.len() as f64 * p).ceil() as usize).clamp(1, lateness.len()) - 1;
-        lateness[index] as f64 / 1000.0
-    };
+    let mut lateness: Vec<f64> = arrivals
+        .lateness_us
+        .iter()
+        .map(|&us| us as f64 / 1000.0)
+        .collect();
+    lateness.sort_by(f64::total_cmp);
+    let pct = |q: f64| percentile(&lateness, q);
     let first = arrivals.arrived_at.iter().min().copied();
     let last = arrivals.arrived_at.iter().max().copied();
     let span = match (first, last) {
@@ -411,9 +413,7 @@ fn stop(child: &mut Child) {
 
 fn median(results: &[RunResult]) -> RunResult {
     let pick = |f: &dyn Fn(&RunResult) -> f64| {
-        let mut values: Vec<f64> = results.iter().map(f).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
+        stats::median(&mut results.iter().map(f).collect::<Vec<_>>())
     };
     RunResult {
         timers: results[0].timers,

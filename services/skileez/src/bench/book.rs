@@ -286,8 +286,8 @@ where
         bookings: latencies.len(),
         errors,
         per_second: latencies.len() as f64 / duration.as_secs_f64(),
-        p50_ms: percentile(&latencies, 50.0),
-        p99_ms: percentile(&latencies, 99.0),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
         max_ms: latencies.last().copied().unwrap_or_default(),
     }
 }

@@ -48,6 +48,7 @@ use skileez_scheduling::{
     app::Scheduler,
     auth::{Principal, TokenIssuer},
 };
+use skileez_testkit::stats::{median, percentile};
 use skileez_testkit::{TestDatabase, nats::TestNats};
 use tokio_util::sync::CancellationToken;
 
@@ -448,8 +449,8 @@ async fn findslots_once(calls: usize, days: i64, requests: usize) -> anyhow::Res
         days,
         requests,
         slots,
-        p50_ms: percentile(&latencies, 50.0),
-        p99_ms: percentile(&latencies, 99.0),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
         max_ms: latencies.last().copied().unwrap_or_default(),
     })
 }
@@ -461,11 +462,6 @@ fn parse_setting(value: &str) -> Result<(String, String), String> {
         }
         _ => Err(format!("expected SKILEEZ_NAME=VALUE, got {value:?}")),
     }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
 fn median_of(samples: &[Latency]) -> Latency {
@@ -516,14 +512,6 @@ async fn append_only(
         .await?;
     scheduler.committed().notify_waiters();
     Ok(())
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 /// What commits the events of the `e2e` scenario.
@@ -685,10 +673,10 @@ async fn e2e_once(rate: u32, duration: Duration, load: Load) -> anyhow::Result<L
         rate,
         events: total,
         achieved_rate: total as f64 / elapsed.as_secs_f64(),
-        p50_ms: percentile(&latencies, 50.0),
-        p99_ms: percentile(&latencies, 99.0),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
         max_ms: latencies.last().copied().unwrap_or_default(),
-        booking_p50_ms: percentile(&from_start, 50.0),
-        booking_p99_ms: percentile(&from_start, 99.0),
+        booking_p50_ms: percentile(&from_start, 0.50),
+        booking_p99_ms: percentile(&from_start, 0.99),
     })
 }
