@@ -16,6 +16,8 @@ pub struct Config {
     /// The separate pool of the query RPCs (GetCall, ListCalls,
     /// CheckAvailability, FindSlots, ...).
     pub database_read_connections: u32,
+    /// Display names kept in memory for ListCalls' cards (see `names`).
+    pub name_cache_entries: usize,
     pub nats_url: String,
     pub grpc_addr: SocketAddr,
     pub jwt: JwtConfig,
@@ -84,6 +86,10 @@ impl Config {
             // 5.1. Their own pool also keeps a burst of reads from taking
             // the connections bookings wait for, and the other way round.
             database_read_connections: env.number("SKILEEZ_DATABASE_READ_CONNECTIONS", 4)?,
+            // About 120 bytes each (two short strings in a linked hash
+            // map): 100,000 names are some 12 MiB at most, several times the
+            // counterparts the read benchmark's pages show.
+            name_cache_entries: env.number("SKILEEZ_NAME_CACHE_ENTRIES", 100_000)?,
             nats_url: env.string_or("NATS_URL", DEFAULT_NATS_URL),
             grpc_addr: env.parse(
                 "SKILEEZ_GRPC_ADDR",

@@ -17,6 +17,7 @@ pub mod error;
 pub mod feed;
 pub mod ingest;
 pub mod mapping;
+pub mod names;
 pub mod relay;
 pub mod repo;
 pub mod validate;
@@ -141,6 +142,7 @@ impl Application {
                 .as_ref()
                 .is_some_and(skileez_edge::ServerTls::service_needs_certificate),
             rate_limiter: skileez_edge::RateLimiter::new(config.rate_limit),
+            names: crate::names::NameCache::new(config.name_cache_entries),
             hub: hub.clone(),
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),

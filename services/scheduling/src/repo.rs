@@ -711,13 +711,14 @@ pub struct PageKey {
     pub call_id: uuid::Uuid,
 }
 
+/// Up to `limit` of the user's calls after `after`, in the filter's order.
 pub async fn list_calls(
     pool: &PgPool,
     user: &UserId,
     filter: ListFilter,
     after: Option<&PageKey>,
     limit: u32,
-) -> Result<(Vec<Call>, HashMap<String, String>), sqlx::Error> {
+) -> Result<Page, sqlx::Error> {
     let (status_clause, order, cmp) = match filter {
         ListFilter::Upcoming => (format!("AND status IN {ACTIVE}"), "ASC", ">"),
         ListFilter::Past => (format!("AND status NOT IN {ACTIVE}"), "DESC", "<"),
@@ -736,25 +737,19 @@ pub async fn list_calls(
     // the student's half).
     let half = |who: &str| {
         format!(
-            "(SELECT state, starts_at, call_id, student_id, coach_id FROM calls
+            "(SELECT state, starts_at, call_id FROM calls
                WHERE {who} {status_clause} {keyset}
                ORDER BY starts_at {order}, call_id {order} LIMIT $4)"
         )
     };
-    // The page's people are the user and their counterparts: their names
-    // come once, in a last row of their own with a NULL state. Looked up
-    // per call (as a card's statement does) the names were a third of the
-    // database's work for a page.
+    // The user's own name comes with the page (one lookup); their
+    // counterparts' from the service's memory (see `names`), as of the
+    // directory epoch this same snapshot sees.
     let sql = format!(
-        "WITH page AS (
-           SELECT state, starts_at, call_id, student_id, coach_id
-             FROM ({} UNION ALL {}) c
-            ORDER BY starts_at {order}, call_id {order} LIMIT $4)
-         SELECT state, NULL::jsonb AS names FROM page
-         UNION ALL
-         SELECT NULL, coalesce(jsonb_object_agg(p.user_id, p.display_name), '{{}}'::jsonb)
-           FROM participants p
-          WHERE p.user_id IN (SELECT student_id FROM page UNION SELECT coach_id FROM page)",
+        "SELECT state, (SELECT epoch FROM directory_epoch) AS epoch,
+                (SELECT display_name FROM participants WHERE user_id = $1) AS own_name
+           FROM ({} UNION ALL {}) c
+          ORDER BY starts_at {order}, call_id {order} LIMIT $4",
         half("student_id = $1"),
         half("coach_id = $1 AND student_id <> $1"),
     );
@@ -765,21 +760,55 @@ pub async fn list_calls(
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?;
-    let mut names = HashMap::new();
     let mut calls = Vec::with_capacity(rows.len());
     for row in &rows {
-        match row.try_get::<Option<sqlx::types::Json<Call>>, _>("state")? {
-            Some(sqlx::types::Json(call)) => calls.push(call),
-            None => decode_names(row, &mut names)?,
-        }
+        let sqlx::types::Json(call) = row.try_get::<sqlx::types::Json<Call>, _>("state")?;
+        calls.push(call);
     }
-    // The statement's rows come in the page's order in practice, but SQL
-    // promises no order without ORDER BY on the whole UNION: put it back.
-    calls.sort_unstable_by_key(|c| (c.start, c.id.0));
-    if filter == ListFilter::Past {
-        calls.reverse();
-    }
-    Ok((calls, names))
+    let directory = match rows.first() {
+        Some(row) => Some(PageDirectory {
+            epoch: row.try_get("epoch")?,
+            own_name: row.try_get("own_name")?,
+        }),
+        None => None,
+    };
+    Ok(Page { calls, directory })
+}
+
+/// A page of ListCalls.
+#[derive(Debug)]
+pub struct Page {
+    pub calls: Vec<Call>,
+    /// What the page's statement saw of the directory; none for an empty
+    /// page.
+    pub directory: Option<PageDirectory>,
+}
+
+#[derive(Debug)]
+pub struct PageDirectory {
+    pub epoch: i64,
+    /// The listed user's display name, if the directory knows them.
+    pub own_name: Option<String>,
+}
+
+/// The display names of these users now, and the directory epoch they are
+/// of. Users unknown to the directory have none.
+pub async fn display_names_now(
+    pool: &PgPool,
+    ids: &[&str],
+) -> Result<(i64, HashMap<String, String>), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT epoch,
+                (SELECT coalesce(json_object_agg(user_id, display_name), '{}')
+                   FROM participants WHERE user_id = ANY($1)) AS names
+           FROM directory_epoch",
+    )
+    .bind(ids)
+    .fetch_one(pool)
+    .await?;
+    let mut names = HashMap::with_capacity(ids.len());
+    decode_names(&row, &mut names)?;
+    Ok((row.try_get("epoch")?, names))
 }
 
 /// Which of these calls the user takes part in.

@@ -99,6 +99,115 @@ async fn reflection_lists_our_services_in_both_protocol_versions() {
     }
 }
 
+/// The names on ListCalls' cards, read once and then held in memory: a page
+/// shows each name as the directory has it when the page is read, whoever
+/// changed it (an upsert here, another instance or the projection writing
+/// the table).
+#[tokio::test]
+async fn list_calls_shows_every_change_of_a_name_at_once() {
+    let app = TestApp::spawn().await;
+    app.add_participant("coach-1", "Europe/Berlin").await;
+    app.add_participant("stu-1", "Europe/Berlin").await;
+    app.book_free("stu-1", "coach-1", day_at(3, 10, 0))
+        .await
+        .expect("booked");
+    app.book_free("stu-2", "coach-1", day_at(4, 10, 0))
+        .await
+        .expect("booked");
+    // (coach's name, stu-1's, stu-2's) on the coach's page.
+    let names = || {
+        let mut coach = app.coach("coach-1");
+        async move {
+            let page = coach
+                .list_calls(pb::ListCallsRequest::default())
+                .await
+                .expect("page")
+                .into_inner();
+            assert_eq!(page.calls.len(), 2);
+            let (first, second) = (card(&page.calls[0]), card(&page.calls[1]));
+            assert_eq!(
+                first.coach.as_ref().unwrap().display_name,
+                second.coach.as_ref().unwrap().display_name
+            );
+            (
+                first.coach.as_ref().unwrap().display_name.clone(),
+                first.student.as_ref().unwrap().display_name.clone(),
+                second.student.as_ref().unwrap().display_name.clone(),
+            )
+        }
+    };
+    let named = |c: &str, s1: &str, s2: &str| (c.to_owned(), s1.to_owned(), s2.to_owned());
+    assert_eq!(names().await, named("Name of coach-1", "Name of stu-1", ""));
+    assert_eq!(names().await, named("Name of coach-1", "Name of stu-1", ""));
+
+    // A participant the directory learns of shows at once (nobody is held
+    // as unknown).
+    app.add_participant("stu-2", "Europe/Berlin").await;
+    assert_eq!(
+        names().await,
+        named("Name of coach-1", "Name of stu-1", "Name of stu-2")
+    );
+
+    // Renamed through this service's directory API.
+    app.directory()
+        .upsert_participant(pb::UpsertParticipantRequest {
+            participant: Some(pb::Participant {
+                user_id: "coach-1".into(),
+                display_name: "Coach One".into(),
+                email: "coach-1@example.com".into(),
+                time_zone: "Europe/Berlin".into(),
+                locale: "en-US".into(),
+                email_enabled: true,
+            }),
+        })
+        .await
+        .expect("renamed");
+    assert_eq!(
+        names().await,
+        named("Coach One", "Name of stu-1", "Name of stu-2")
+    );
+
+    // Renamed and removed in the table by someone else: another instance,
+    // the projection of the platform's facts.
+    let pool = app.db.pool();
+    sqlx::query("UPDATE participants SET display_name = 'Student One' WHERE user_id = 'stu-1'")
+        .execute(pool)
+        .await
+        .expect("renamed in the table");
+    assert_eq!(
+        names().await,
+        named("Coach One", "Student One", "Name of stu-2")
+    );
+    sqlx::query("DELETE FROM participants WHERE user_id = 'stu-2'")
+        .execute(pool)
+        .await
+        .expect("removed");
+    assert_eq!(names().await, named("Coach One", "Student One", ""));
+
+    // Proof that the counterparts' names come from memory, and that the
+    // epoch alone says when they are stale: once every name of the page is
+    // known (a page with an unknown person reads its names), a change that
+    // does not count is not seen. (The listed user's own name is read with
+    // the page.)
+    app.add_participant("stu-2", "Europe/Berlin").await;
+    assert_eq!(
+        names().await,
+        named("Coach One", "Student One", "Name of stu-2")
+    );
+    sqlx::raw_sql(
+        "ALTER TABLE participants DISABLE TRIGGER participants_renamed;
+         UPDATE participants SET display_name = 'Unseen' WHERE user_id = 'stu-1';
+         ALTER TABLE participants ENABLE TRIGGER participants_renamed;",
+    )
+    .execute(pool)
+    .await
+    .expect("renamed without counting");
+    assert_eq!(
+        names().await,
+        named("Coach One", "Student One", "Name of stu-2")
+    );
+}
+
 #[tokio::test]
 async fn list_calls_pages_through_upcoming_and_past_calls() {
     let app = TestApp::spawn().await;

@@ -35,6 +35,8 @@ pub struct Shared {
     pub service_needs_certificate: bool,
     /// Per user, on the RPCs that book and change calls.
     pub rate_limiter: skileez_edge::RateLimiter,
+    /// Display names for ListCalls' cards.
+    pub names: crate::names::NameCache,
     pub hub: FeedHub,
     /// Owns the per-client watch tasks so shutdown can wait for them.
     pub tasks: TaskTracker,

@@ -1,6 +1,6 @@
 //! `SchedulingService`: booking, changing, querying and watching calls.
 
-use std::{pin::Pin, sync::Arc};
+use std::{collections::HashMap, pin::Pin, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Duration, Utc};
@@ -33,6 +33,42 @@ pub struct SchedulingApi {
 impl SchedulingApi {
     pub fn new(ctx: Context) -> Self {
         Self { ctx }
+    }
+
+    /// The display names of a page's people: the listed user's from the
+    /// page's statement, their counterparts' from memory when held for the
+    /// directory epoch that statement saw, else read (and kept).
+    async fn page_names(
+        &self,
+        user: &UserId,
+        calls: &[skileez_domain::Call],
+        directory: Option<repo::PageDirectory>,
+    ) -> Result<HashMap<String, String>, ApiError> {
+        let Some(repo::PageDirectory { epoch, own_name }) = directory else {
+            return Ok(HashMap::new());
+        };
+        let mut others: Vec<&str> = calls
+            .iter()
+            .flat_map(|c| [c.student_id.as_str(), c.coach_id.as_str()])
+            .filter(|id| *id != user.as_str())
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        let mut names = match self.ctx.names.get(epoch, &others) {
+            Some(names) => names,
+            None => {
+                let (now, names) = repo::display_names_now(&self.ctx.reads, &others).await?;
+                self.ctx.names.put(now, &names);
+                names
+            }
+        };
+        if let Some(own) = own_name {
+            // Kept too: the user is someone else's counterpart.
+            let own = HashMap::from([(user.to_string(), own)]);
+            self.ctx.names.put(epoch, &own);
+            names.extend(own);
+        }
+        Ok(names)
     }
 
     /// The caller's own zone, for local times sent without one.
@@ -812,7 +848,10 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
             )
             .into());
         }
-        let (mut calls, names) = repo::list_calls(
+        let repo::Page {
+            mut calls,
+            directory,
+        } = repo::list_calls(
             &self.ctx.reads,
             &user,
             filter,
@@ -823,6 +862,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
         .map_err(ApiError::from)?;
         let more = calls.len() > page_size as usize;
         calls.truncate(page_size as usize);
+        let names = self.page_names(&user, &calls, directory).await?;
         let next_page_token = match (more, calls.last()) {
             (true, Some(last)) => encode_page_token(&PageToken {
                 user: user.to_string(),

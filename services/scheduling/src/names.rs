@@ -1,0 +1,157 @@
+//! Display names held in memory for the cards of ListCalls.
+//!
+//! Looked up per page, the names of a page's people were half of the
+//! database's work for ListCalls. The database counts changes of names
+//! (`directory_epoch`, migration 0011); the statement that reads a page
+//! reads that count in its own snapshot, and names held here are used only
+//! when they were read at the same count. So a card never shows a name that
+//! was already changed when its call was read, whichever instance or
+//! projection changed it, and the cache needs no messages between instances.
+//! "No such participant" is never kept, so a new participant needs no count.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use hashlink::LruCache;
+
+/// Names as of one epoch of the directory, the most recently used kept.
+pub struct NameCache {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// The epoch the held names were read at; `None` before the first read.
+    epoch: Option<i64>,
+    names: LruCache<String, String>,
+}
+
+impl NameCache {
+    /// At most `capacity` names (0: none kept, every page reads its names).
+    pub fn new(capacity: usize) -> Self {
+        NameCache {
+            inner: Mutex::new(Inner {
+                epoch: None,
+                names: LruCache::new(capacity),
+            }),
+        }
+    }
+
+    /// The names of all of `ids` as of `epoch`, or `None` when one of them is
+    /// not held for that epoch.
+    pub fn get(&self, epoch: i64, ids: &[&str]) -> Option<HashMap<String, String>> {
+        let mut inner = self.lock();
+        if inner.epoch != Some(epoch) {
+            return None;
+        }
+        let mut found = HashMap::with_capacity(ids.len());
+        for &id in ids {
+            let name = inner.names.get(id)?;
+            found.insert(id.to_owned(), name.clone());
+        }
+        Some(found)
+    }
+
+    /// Keeps names read at `epoch`. Names of another epoch than the held
+    /// ones replace them all: an older read may still be in flight when a
+    /// newer one arrives, and the other way round, so whichever comes last
+    /// wins, and a page is served from here only at that same epoch.
+    pub fn put(&self, epoch: i64, names: &HashMap<String, String>) {
+        let mut inner = self.lock();
+        if inner.epoch != Some(epoch) {
+            inner.names.clear();
+            inner.epoch = Some(epoch);
+        }
+        if inner.names.capacity() == 0 {
+            return;
+        }
+        for (id, name) in names {
+            inner.names.insert(id.clone(), name.clone());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the map half-changed
+        // in a way that matters: at worst names are missing, and missing
+        // names are read again.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn nothing_is_held_before_the_first_read() {
+        let cache = NameCache::new(10);
+        assert_eq!(cache.get(0, &["ana"]), None);
+    }
+
+    #[test]
+    fn names_read_at_an_epoch_serve_that_epoch() {
+        let cache = NameCache::new(10);
+        cache.put(3, &names(&[("ana", "Ana"), ("bo", "Bo")]));
+        assert_eq!(
+            cache.get(3, &["bo", "ana"]),
+            Some(names(&[("ana", "Ana"), ("bo", "Bo")]))
+        );
+        assert_eq!(cache.get(3, &[]), Some(HashMap::new()));
+    }
+
+    #[test]
+    fn one_missing_name_misses_the_page() {
+        let cache = NameCache::new(10);
+        cache.put(3, &names(&[("ana", "Ana")]));
+        assert_eq!(cache.get(3, &["ana", "cy"]), None);
+    }
+
+    #[test]
+    fn names_of_another_epoch_are_not_served() {
+        let cache = NameCache::new(10);
+        cache.put(3, &names(&[("ana", "Ana")]));
+        // A name changed since (4), and a statement from before the held
+        // read (2) may have seen an older name than the one held.
+        assert_eq!(cache.get(4, &["ana"]), None);
+        assert_eq!(cache.get(2, &["ana"]), None);
+    }
+
+    #[test]
+    fn a_read_at_another_epoch_replaces_every_held_name() {
+        let cache = NameCache::new(10);
+        cache.put(3, &names(&[("ana", "Ana"), ("bo", "Bo")]));
+        cache.put(4, &names(&[("ana", "Anna")]));
+        assert_eq!(cache.get(4, &["ana"]), Some(names(&[("ana", "Anna")])));
+        // Bo was read at 3: at 4 it must be read again.
+        assert_eq!(cache.get(4, &["bo"]), None);
+        assert_eq!(cache.get(3, &["ana"]), None);
+        // A late read from before the change takes over until the next one.
+        cache.put(3, &names(&[("ana", "Ana")]));
+        assert_eq!(cache.get(4, &["ana"]), None);
+        assert_eq!(cache.get(3, &["ana"]), Some(names(&[("ana", "Ana")])));
+    }
+
+    #[test]
+    fn the_least_recently_used_name_goes_first() {
+        let cache = NameCache::new(2);
+        cache.put(1, &names(&[("ana", "Ana"), ("bo", "Bo")]));
+        assert!(cache.get(1, &["ana"]).is_some());
+        cache.put(1, &names(&[("cy", "Cy")]));
+        assert_eq!(cache.get(1, &["bo"]), None);
+        assert!(cache.get(1, &["ana", "cy"]).is_some());
+    }
+
+    #[test]
+    fn capacity_zero_keeps_nothing() {
+        let cache = NameCache::new(0);
+        cache.put(1, &names(&[("ana", "Ana")]));
+        assert_eq!(cache.get(1, &["ana"]), None);
+    }
+}
