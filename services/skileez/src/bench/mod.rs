@@ -108,6 +108,12 @@ enum Scenario {
         /// Which RPCs, one after another.
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = [read::Rpc::GetCall, read::Rpc::ListCalls, read::Rpc::CheckAvailability])]
         rpcs: Vec<read::Rpc>,
+        /// Seconds of untimed load of each RPC before its runs, so that they
+        /// meet a service that has been up for a while: its names held in
+        /// memory (ListCalls) and PostgreSQL's cache filled. 0 measures a
+        /// service from its start.
+        #[arg(long = "warm-up-seconds", default_value_t = 30)]
+        warm_up: u64,
         #[command(flatten)]
         store: read::StoreLoad,
     },
@@ -233,7 +239,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             runs,
             settings,
         } => book::run(args.output, &concurrency, seconds, runs, &settings).await,
-        Scenario::Read { rpcs, store } => read::read(args.output, &rpcs, &store).await,
+        Scenario::Read {
+            rpcs,
+            warm_up,
+            store,
+        } => read::read(args.output, &rpcs, warm_up, &store).await,
         Scenario::Memory {
             idle_seconds,
             concurrency,

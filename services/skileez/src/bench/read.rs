@@ -6,7 +6,9 @@
 //!   different seeded call, asked by one of its participants with their own
 //!   token (ListCalls: the student's upcoming calls, or every other time the
 //!   coach's, 20 a page; CheckAvailability: the coach with the student, at
-//!   the call's own start, a clash, or at a time free for both).
+//!   the call's own start, a clash, or at a time free for both). Each RPC's
+//!   timed runs follow an untimed warm-up of the same load, so they measure
+//!   a service that has been up, not one just started.
 //! - `scale`: the `book` load through gRPC on an empty store and on a copy
 //!   of the seeded one, alternately; `ratio` is seeded rate / empty rate.
 
@@ -104,7 +106,12 @@ pub struct StoreLoad {
     settings: Vec<(String, String)>,
 }
 
-pub async fn read(output: OutputFormat, rpcs: &[Rpc], load: &StoreLoad) -> anyhow::Result<()> {
+pub async fn read(
+    output: OutputFormat,
+    rpcs: &[Rpc],
+    warm_up: u64,
+    load: &StoreLoad,
+) -> anyhow::Result<()> {
     let StoreLoad {
         coaches,
         per_coach,
@@ -129,10 +136,12 @@ pub async fn read(output: OutputFormat, rpcs: &[Rpc], load: &StoreLoad) -> anyho
     let mut results = Vec::new();
     for &rpc in rpcs {
         let mut samples = Vec::new();
-        for run in 0..runs.max(1) {
+        // Run 0 is the untimed warm-up.
+        for run in usize::from(warm_up == 0)..=runs.max(1) {
             let issuer = service.issuer.clone();
             let channels = channels.clone();
-            let rate = drive(concurrency, Duration::from_secs(seconds), move |i| {
+            let length = if run == 0 { warm_up } else { seconds };
+            let rate = drive(concurrency, Duration::from_secs(length), move |i| {
                 let issuer = issuer.clone();
                 let channel = channels[i % channels.len()].clone();
                 // Spread over the store: consecutive requests, distant calls.
@@ -227,15 +236,17 @@ pub async fn read(output: OutputFormat, rpcs: &[Rpc], load: &StoreLoad) -> anyho
                 }
             })
             .await;
+            if run == 0 {
+                eprintln!(
+                    "read {rpc:?} warm-up of {warm_up} s: {:.0}/s p99 {:.2} ms ({} errors)",
+                    rate.per_second, rate.p99_ms, rate.errors
+                );
+                continue;
+            }
             if matches!(output, OutputFormat::Text) {
                 println!(
                     "read {rpc:?} run {}: {:.0}/s p50 {:.2} p99 {:.2} max {:.2} ms ({} errors)",
-                    run + 1,
-                    rate.per_second,
-                    rate.p50_ms,
-                    rate.p99_ms,
-                    rate.max_ms,
-                    rate.errors
+                    run, rate.per_second, rate.p50_ms, rate.p99_ms, rate.max_ms, rate.errors
                 );
             }
             samples.push(rate);
@@ -252,13 +263,14 @@ pub async fn read(output: OutputFormat, rpcs: &[Rpc], load: &StoreLoad) -> anyho
                 "coaches": coaches,
                 "concurrency": concurrency,
                 "seconds": seconds,
+                "warm_up_seconds": warm_up,
                 "medians": results.iter().map(|(rpc, rate)| serde_json::json!({ "rpc": rpc, "rate": rate })).collect::<Vec<_>>(),
                 "date": Utc::now().to_rfc3339(),
             })
         ),
         OutputFormat::Text => {
             println!(
-                "\nreads on {total} calls of {coaches} coaches, concurrency {concurrency}, medians of {} runs of {seconds} s",
+                "\nreads on {total} calls of {coaches} coaches, concurrency {concurrency}, medians of {} runs of {seconds} s after {warm_up} s of warm-up",
                 runs.max(1)
             );
             println!(
