@@ -54,7 +54,7 @@ impl NameCache {
     /// ones replace them all: an older read may still be in flight when a
     /// newer one arrives, and the other way round, so whichever comes last
     /// wins, and a page is served from here only at that same epoch.
-    pub fn put(&self, epoch: i64, names: &HashMap<String, String>) {
+    pub fn put<'a>(&self, epoch: i64, names: impl IntoIterator<Item = (&'a str, &'a str)>) {
         let mut inner = self.lock();
         if inner.epoch != Some(epoch) {
             inner.names.clear();
@@ -64,7 +64,7 @@ impl NameCache {
             return;
         }
         for (id, name) in names {
-            inner.names.insert(id.clone(), name.clone());
+            inner.names.insert(id.to_owned(), name.to_owned());
         }
     }
 
@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn names_read_at_an_epoch_serve_that_epoch() {
         let cache = NameCache::new(10);
-        cache.put(3, &names(&[("ana", "Ana"), ("bo", "Bo")]));
+        cache.put(3, [("ana", "Ana"), ("bo", "Bo")]);
         assert_eq!(
             cache.get(3, &["bo", "ana"]),
             Some(names(&[("ana", "Ana"), ("bo", "Bo")]))
@@ -109,14 +109,14 @@ mod tests {
     #[test]
     fn one_missing_name_misses_the_page() {
         let cache = NameCache::new(10);
-        cache.put(3, &names(&[("ana", "Ana")]));
+        cache.put(3, [("ana", "Ana")]);
         assert_eq!(cache.get(3, &["ana", "cy"]), None);
     }
 
     #[test]
     fn names_of_another_epoch_are_not_served() {
         let cache = NameCache::new(10);
-        cache.put(3, &names(&[("ana", "Ana")]));
+        cache.put(3, [("ana", "Ana")]);
         // A name changed since (4), and a statement from before the held
         // read (2) may have seen an older name than the one held.
         assert_eq!(cache.get(4, &["ana"]), None);
@@ -126,14 +126,14 @@ mod tests {
     #[test]
     fn a_read_at_another_epoch_replaces_every_held_name() {
         let cache = NameCache::new(10);
-        cache.put(3, &names(&[("ana", "Ana"), ("bo", "Bo")]));
-        cache.put(4, &names(&[("ana", "Anna")]));
+        cache.put(3, [("ana", "Ana"), ("bo", "Bo")]);
+        cache.put(4, [("ana", "Anna")]);
         assert_eq!(cache.get(4, &["ana"]), Some(names(&[("ana", "Anna")])));
         // Bo was read at 3: at 4 it must be read again.
         assert_eq!(cache.get(4, &["bo"]), None);
         assert_eq!(cache.get(3, &["ana"]), None);
         // A late read from before the change takes over until the next one.
-        cache.put(3, &names(&[("ana", "Ana")]));
+        cache.put(3, [("ana", "Ana")]);
         assert_eq!(cache.get(4, &["ana"]), None);
         assert_eq!(cache.get(3, &["ana"]), Some(names(&[("ana", "Ana")])));
     }
@@ -141,9 +141,9 @@ mod tests {
     #[test]
     fn the_least_recently_used_name_goes_first() {
         let cache = NameCache::new(2);
-        cache.put(1, &names(&[("ana", "Ana"), ("bo", "Bo")]));
+        cache.put(1, [("ana", "Ana"), ("bo", "Bo")]);
         assert!(cache.get(1, &["ana"]).is_some());
-        cache.put(1, &names(&[("cy", "Cy")]));
+        cache.put(1, [("cy", "Cy")]);
         assert_eq!(cache.get(1, &["bo"]), None);
         assert!(cache.get(1, &["ana", "cy"]).is_some());
     }
@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn capacity_zero_keeps_nothing() {
         let cache = NameCache::new(0);
-        cache.put(1, &names(&[("ana", "Ana")]));
+        cache.put(1, [("ana", "Ana")]);
         assert_eq!(cache.get(1, &["ana"]), None);
     }
 }

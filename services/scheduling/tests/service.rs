@@ -129,23 +129,22 @@ async fn list_calls_shows_every_change_of_a_name_at_once() {
                 first.coach.as_ref().unwrap().display_name,
                 second.coach.as_ref().unwrap().display_name
             );
-            (
+            [
                 first.coach.as_ref().unwrap().display_name.clone(),
                 first.student.as_ref().unwrap().display_name.clone(),
                 second.student.as_ref().unwrap().display_name.clone(),
-            )
+            ]
         }
     };
-    let named = |c: &str, s1: &str, s2: &str| (c.to_owned(), s1.to_owned(), s2.to_owned());
-    assert_eq!(names().await, named("Name of coach-1", "Name of stu-1", ""));
-    assert_eq!(names().await, named("Name of coach-1", "Name of stu-1", ""));
+    assert_eq!(names().await, ["Name of coach-1", "Name of stu-1", ""]);
+    assert_eq!(names().await, ["Name of coach-1", "Name of stu-1", ""]);
 
     // A participant the directory learns of shows at once (nobody is held
     // as unknown).
     app.add_participant("stu-2", "Europe/Berlin").await;
     assert_eq!(
         names().await,
-        named("Name of coach-1", "Name of stu-1", "Name of stu-2")
+        ["Name of coach-1", "Name of stu-1", "Name of stu-2"]
     );
 
     // Renamed through this service's directory API.
@@ -164,7 +163,7 @@ async fn list_calls_shows_every_change_of_a_name_at_once() {
         .expect("renamed");
     assert_eq!(
         names().await,
-        named("Coach One", "Name of stu-1", "Name of stu-2")
+        ["Coach One", "Name of stu-1", "Name of stu-2"]
     );
 
     // Renamed and removed in the table by someone else: another instance,
@@ -174,15 +173,12 @@ async fn list_calls_shows_every_change_of_a_name_at_once() {
         .execute(pool)
         .await
         .expect("renamed in the table");
-    assert_eq!(
-        names().await,
-        named("Coach One", "Student One", "Name of stu-2")
-    );
+    assert_eq!(names().await, ["Coach One", "Student One", "Name of stu-2"]);
     sqlx::query("DELETE FROM participants WHERE user_id = 'stu-2'")
         .execute(pool)
         .await
         .expect("removed");
-    assert_eq!(names().await, named("Coach One", "Student One", ""));
+    assert_eq!(names().await, ["Coach One", "Student One", ""]);
 
     // Proof that the counterparts' names come from memory, and that the
     // epoch alone says when they are stale: once every name of the page is
@@ -190,10 +186,7 @@ async fn list_calls_shows_every_change_of_a_name_at_once() {
     // does not count is not seen. (The listed user's own name is read with
     // the page.)
     app.add_participant("stu-2", "Europe/Berlin").await;
-    assert_eq!(
-        names().await,
-        named("Coach One", "Student One", "Name of stu-2")
-    );
+    assert_eq!(names().await, ["Coach One", "Student One", "Name of stu-2"]);
     sqlx::raw_sql(
         "ALTER TABLE participants DISABLE TRIGGER participants_renamed;
          UPDATE participants SET display_name = 'Unseen' WHERE user_id = 'stu-1';
@@ -202,10 +195,7 @@ async fn list_calls_shows_every_change_of_a_name_at_once() {
     .execute(pool)
     .await
     .expect("renamed without counting");
-    assert_eq!(
-        names().await,
-        named("Coach One", "Student One", "Name of stu-2")
-    );
+    assert_eq!(names().await, ["Coach One", "Student One", "Name of stu-2"]);
 }
 
 #[tokio::test]

@@ -58,15 +58,16 @@ impl SchedulingApi {
             Some(names) => names,
             None => {
                 let (now, names) = repo::display_names_now(&self.ctx.reads, &others).await?;
-                self.ctx.names.put(now, &names);
+                self.ctx
+                    .names
+                    .put(now, names.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                 names
             }
         };
         if let Some(own) = own_name {
             // Kept too: the user is someone else's counterpart.
-            let own = HashMap::from([(user.to_string(), own)]);
-            self.ctx.names.put(epoch, &own);
-            names.extend(own);
+            self.ctx.names.put(epoch, [(user.as_str(), own.as_str())]);
+            names.insert(user.to_string(), own);
         }
         Ok(names)
     }
