@@ -1,7 +1,7 @@
 //! Conversions from domain values to the protobuf contract: calls, call cards
 //! and call events.
 
-use std::collections::HashMap;
+use std::{borrow::Borrow, collections::HashMap, hash::Hash};
 
 use chrono::{DateTime, Utc};
 use skileez_domain::{
@@ -10,6 +10,24 @@ use skileez_domain::{
 };
 use skileez_eventstore::RecordedEvent;
 use skileez_proto::{call as ev, scheduling as pb};
+
+/// Display names by user id, as cards show them. A page of ListCalls holds
+/// its names shared with the service's name cache, the other answers a map
+/// of their own.
+pub trait Names {
+    fn name(&self, user_id: &str) -> Option<&str>;
+}
+
+impl<K, V, S> Names for HashMap<K, V, S>
+where
+    K: Borrow<str> + Hash + Eq,
+    V: AsRef<str>,
+    S: std::hash::BuildHasher,
+{
+    fn name(&self, user_id: &str) -> Option<&str> {
+        self.get(user_id).map(AsRef::as_ref)
+    }
+}
 
 pub fn weekday(day: chrono::Weekday) -> pb::Weekday {
     match day {
@@ -155,15 +173,10 @@ fn id_or_empty(id: Option<impl ToString>) -> String {
 }
 
 /// The card of a call as of `now`.
-pub fn card(
-    call: &Call,
-    names: &HashMap<String, String>,
-    now: DateTime<Utc>,
-    policy: &Policy,
-) -> ev::CallCard {
+pub fn card(call: &Call, names: &impl Names, now: DateTime<Utc>, policy: &Policy) -> ev::CallCard {
     let person = |id: &str| ev::Person {
         user_id: id.to_owned(),
-        display_name: names.get(id).cloned().unwrap_or_default(),
+        display_name: names.name(id).map(str::to_owned).unwrap_or_default(),
     };
     ev::CallCard {
         call_id: call.id.to_string(),
@@ -194,12 +207,7 @@ pub fn card(
 }
 
 /// A call with its full state as of `now`.
-pub fn call(
-    call: &Call,
-    names: &HashMap<String, String>,
-    now: DateTime<Utc>,
-    policy: &Policy,
-) -> pb::Call {
+pub fn call(call: &Call, names: &impl Names, now: DateTime<Utc>, policy: &Policy) -> pb::Call {
     pb::Call {
         card: Some(card(call, names, now, policy)),
         booked_at: Some(timestamp(call.booked_at)),
@@ -237,7 +245,7 @@ pub fn event(
     record: &RecordedEvent,
     event: &CallEvent,
     after: &Call,
-    names: &HashMap<String, String>,
+    names: &impl Names,
     policy: &Policy,
 ) -> ev::CallEvent {
     let contract = id_or_empty(after.contract_id.as_ref());

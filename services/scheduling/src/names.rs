@@ -9,9 +9,11 @@
 //! projection changed it, and the cache needs no messages between instances.
 //! "No such participant" is never kept, so a new participant needs no count.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::sync::{Arc, Mutex};
 
 use hashlink::LruCache;
+
+use crate::mapping::Names;
 
 /// Names as of one epoch of the directory, the most recently used kept.
 pub struct NameCache {
@@ -21,7 +23,8 @@ pub struct NameCache {
 struct Inner {
     /// The epoch the held names were read at; `None` before the first read.
     epoch: Option<i64>,
-    names: LruCache<String, String>,
+    /// Shared, so that a page takes its names without copying them.
+    names: LruCache<Box<str>, Arc<str>>,
 }
 
 impl NameCache {
@@ -35,19 +38,14 @@ impl NameCache {
         }
     }
 
-    /// The names of all of `ids` as of `epoch`, or `None` when one of them is
-    /// not held for that epoch.
-    pub fn get(&self, epoch: i64, ids: &[&str]) -> Option<HashMap<String, String>> {
+    /// The names of all of `ids` as of `epoch`, in the order of `ids`, or
+    /// `None` when one of them is not held for that epoch.
+    pub fn get(&self, epoch: i64, ids: &[&str]) -> Option<Vec<Arc<str>>> {
         let mut inner = self.lock();
         if inner.epoch != Some(epoch) {
             return None;
         }
-        let mut found = HashMap::with_capacity(ids.len());
-        for &id in ids {
-            let name = inner.names.get(id)?;
-            found.insert(id.to_owned(), name.clone());
-        }
-        Some(found)
+        ids.iter().map(|&id| inner.names.get(id).cloned()).collect()
     }
 
     /// Keeps names read at `epoch`. Names of another epoch than the held
@@ -64,7 +62,7 @@ impl NameCache {
             return;
         }
         for (id, name) in names {
-            inner.names.insert(id.to_owned(), name.to_owned());
+            inner.names.insert(id.into(), name.into());
         }
     }
 
@@ -78,15 +76,49 @@ impl NameCache {
     }
 }
 
+/// The display names of one page's people, looked up by binary search: a
+/// page has a few dozen, and this way it takes them from the cache without
+/// hashing or copying any.
+#[derive(Debug, Default)]
+pub struct PageNames<'a> {
+    /// Sorted, no duplicates; `names[i]` is the name of `ids[i]`.
+    ids: Vec<&'a str>,
+    names: Vec<Arc<str>>,
+}
+
+impl<'a> PageNames<'a> {
+    /// `ids` sorted and without duplicates, `names` in the same order.
+    pub fn from_sorted(ids: Vec<&'a str>, names: Vec<Arc<str>>) -> Self {
+        debug_assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        debug_assert_eq!(ids.len(), names.len());
+        PageNames { ids, names }
+    }
+
+    /// Adds or replaces one person's name.
+    pub fn insert(&mut self, id: &'a str, name: Arc<str>) {
+        match self.ids.binary_search(&id) {
+            Ok(i) => self.names[i] = name,
+            Err(i) => {
+                self.ids.insert(i, id);
+                self.names.insert(i, name);
+            }
+        }
+    }
+}
+
+impl Names for PageNames<'_> {
+    fn name(&self, user_id: &str) -> Option<&str> {
+        let i = self.ids.binary_search(&user_id).ok()?;
+        Some(&self.names[i])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn names(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+    fn names(names: &[&str]) -> Vec<Arc<str>> {
+        names.iter().map(|&n| Arc::from(n)).collect()
     }
 
     #[test]
@@ -99,11 +131,8 @@ mod tests {
     fn names_read_at_an_epoch_serve_that_epoch() {
         let cache = NameCache::new(10);
         cache.put(3, [("ana", "Ana"), ("bo", "Bo")]);
-        assert_eq!(
-            cache.get(3, &["bo", "ana"]),
-            Some(names(&[("ana", "Ana"), ("bo", "Bo")]))
-        );
-        assert_eq!(cache.get(3, &[]), Some(HashMap::new()));
+        assert_eq!(cache.get(3, &["bo", "ana"]), Some(names(&["Bo", "Ana"])));
+        assert_eq!(cache.get(3, &[]), Some(Vec::new()));
     }
 
     #[test]
@@ -128,14 +157,14 @@ mod tests {
         let cache = NameCache::new(10);
         cache.put(3, [("ana", "Ana"), ("bo", "Bo")]);
         cache.put(4, [("ana", "Anna")]);
-        assert_eq!(cache.get(4, &["ana"]), Some(names(&[("ana", "Anna")])));
+        assert_eq!(cache.get(4, &["ana"]), Some(names(&["Anna"])));
         // Bo was read at 3: at 4 it must be read again.
         assert_eq!(cache.get(4, &["bo"]), None);
         assert_eq!(cache.get(3, &["ana"]), None);
         // A late read from before the change takes over until the next one.
         cache.put(3, [("ana", "Ana")]);
         assert_eq!(cache.get(4, &["ana"]), None);
-        assert_eq!(cache.get(3, &["ana"]), Some(names(&[("ana", "Ana")])));
+        assert_eq!(cache.get(3, &["ana"]), Some(names(&["Ana"])));
     }
 
     #[test]
@@ -153,5 +182,17 @@ mod tests {
         let cache = NameCache::new(0);
         cache.put(1, [("ana", "Ana")]);
         assert_eq!(cache.get(1, &["ana"]), None);
+    }
+
+    #[test]
+    fn a_page_finds_each_of_its_people_and_nobody_else() {
+        let mut page = PageNames::from_sorted(vec!["ana", "cy"], names(&["Ana", "Cy"]));
+        page.insert("bo", "Bo".into());
+        page.insert("cy", "Cyd".into());
+        assert_eq!(page.name("ana"), Some("Ana"));
+        assert_eq!(page.name("bo"), Some("Bo"));
+        assert_eq!(page.name("cy"), Some("Cyd"));
+        assert_eq!(page.name("dee"), None);
+        assert_eq!(PageNames::default().name("ana"), None);
     }
 }

@@ -22,6 +22,7 @@ use crate::{
     error::{ApiError, Violation},
     feed::{self, Change},
     mapping,
+    names::PageNames,
     repo::{self, ListFilter, PageKey},
     validate::{self, Checks, MAX_NOTE_CHARS, MAX_REASON_CHARS},
 };
@@ -38,14 +39,14 @@ impl SchedulingApi {
     /// The display names of a page's people: the listed user's from the
     /// page's statement, their counterparts' from memory when held for the
     /// directory epoch that statement saw, else read (and kept).
-    async fn page_names(
+    async fn page_names<'a>(
         &self,
-        user: &UserId,
-        calls: &[skileez_domain::Call],
+        user: &'a UserId,
+        calls: &'a [skileez_domain::Call],
         directory: Option<repo::PageDirectory>,
-    ) -> Result<HashMap<String, String>, ApiError> {
+    ) -> Result<PageNames<'a>, ApiError> {
         let Some(repo::PageDirectory { epoch, own_name }) = directory else {
-            return Ok(HashMap::new());
+            return Ok(PageNames::default());
         };
         let mut others: Vec<&str> = calls
             .iter()
@@ -55,19 +56,24 @@ impl SchedulingApi {
         others.sort_unstable();
         others.dedup();
         let mut names = match self.ctx.names.get(epoch, &others) {
-            Some(names) => names,
+            Some(names) => PageNames::from_sorted(others, names),
             None => {
-                let (now, names) = repo::display_names_now(&self.ctx.reads, &others).await?;
+                let (now, read) = repo::display_names_now(&self.ctx.reads, &others).await?;
                 self.ctx
                     .names
-                    .put(now, names.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                names
+                    .put(now, read.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                // People the directory does not know have no name.
+                let (ids, names) = others
+                    .into_iter()
+                    .filter_map(|id| Some((id, Arc::from(read.get(id)?.as_str()))))
+                    .unzip();
+                PageNames::from_sorted(ids, names)
             }
         };
         if let Some(own) = own_name {
             // Kept too: the user is someone else's counterpart.
             self.ctx.names.put(epoch, [(user.as_str(), own.as_str())]);
-            names.insert(user.to_string(), own);
+            names.insert(user.as_str(), own.into());
         }
         Ok(names)
     }
@@ -204,7 +210,7 @@ impl SchedulingApi {
     async fn names_for(
         &self,
         calls: &[&skileez_domain::Call],
-    ) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    ) -> Result<HashMap<String, String>, ApiError> {
         let people: Vec<&str> = calls
             .iter()
             .flat_map(|c| [c.student_id.as_str(), c.coach_id.as_str()])
@@ -796,7 +802,7 @@ impl pb::scheduling_service_server::SchedulingService for SchedulingApi {
             .map_err(ApiError::from)?
         {
             Some((call, names)) => (Some(call), names),
-            None => (None, std::collections::HashMap::new()),
+            None => (None, HashMap::new()),
         };
         let call = check_access(&principal, id, call.as_ref(), true)?;
         Ok(Response::new(mapping::call(
