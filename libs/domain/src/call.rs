@@ -199,6 +199,7 @@ impl ReminderKind {
 pub struct Join {
     pub user_id: UserId,
     pub role: ParticipantRole,
+    #[serde(deserialize_with = "time::stored::instant")]
     pub at: DateTime<Utc>,
 }
 
@@ -211,6 +212,7 @@ pub struct Cancellation {
     /// Inside `late_cancel_window` before the start.
     pub late: bool,
     pub session_returned: bool,
+    #[serde(deserialize_with = "time::stored::instant")]
     pub at: DateTime<Utc>,
 }
 
@@ -229,11 +231,13 @@ pub struct Call {
     pub coach_id: UserId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contract_id: Option<ContractId>,
+    #[serde(deserialize_with = "time::stored::instant")]
     pub start: DateTime<Utc>,
     pub duration_minutes: u32,
     pub status: CallStatus,
     /// Number of events applied (the stream version after them).
     pub version: u64,
+    #[serde(deserialize_with = "time::stored::instant")]
     pub booked_at: DateTime<Utc>,
     pub booked_by: UserId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -252,9 +256,17 @@ pub struct Call {
     pub reminders_sent: Vec<ReminderKind>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub joins: Vec<Join>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "time::stored::optional_instant"
+    )]
     pub started_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "time::stored::optional_instant"
+    )]
     pub ended_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attendance: Option<Attendance>,
