@@ -52,7 +52,11 @@ impl NameCache {
     /// ones replace them all: an older read may still be in flight when a
     /// newer one arrives, and the other way round, so whichever comes last
     /// wins, and a page is served from here only at that same epoch.
-    pub fn put<'a>(&self, epoch: i64, names: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    pub fn put<'a, N: Into<Arc<str>>>(
+        &self,
+        epoch: i64,
+        names: impl IntoIterator<Item = (&'a str, N)>,
+    ) {
         let mut inner = self.lock();
         if inner.epoch != Some(epoch) {
             inner.names.clear();

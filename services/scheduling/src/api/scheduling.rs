@@ -59,21 +59,23 @@ impl SchedulingApi {
             Some(names) => PageNames::from_sorted(others, names),
             None => {
                 let (now, read) = repo::display_names_now(&self.ctx.reads, &others).await?;
-                self.ctx
-                    .names
-                    .put(now, read.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                 // People the directory does not know have no name.
-                let (ids, names) = others
+                let (ids, names): (Vec<_>, Vec<Arc<str>>) = others
                     .into_iter()
                     .filter_map(|id| Some((id, Arc::from(read.get(id)?.as_str()))))
                     .unzip();
+                // The page and the cache share each name read.
+                self.ctx
+                    .names
+                    .put(now, ids.iter().copied().zip(names.iter().cloned()));
                 PageNames::from_sorted(ids, names)
             }
         };
         if let Some(own) = own_name {
+            let own: Arc<str> = own.into();
             // Kept too: the user is someone else's counterpart.
-            self.ctx.names.put(epoch, [(user.as_str(), own.as_str())]);
-            names.insert(user.as_str(), own.into());
+            self.ctx.names.put(epoch, [(user.as_str(), own.clone())]);
+            names.insert(user.as_str(), own);
         }
         Ok(names)
     }
