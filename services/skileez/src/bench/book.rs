@@ -46,6 +46,7 @@ use skileez_scheduling::{
 use skileez_testkit::{TestDatabase, nats::TestNats};
 use tokio_util::sync::CancellationToken;
 
+use super::h2::Http2Connection;
 use super::{median, percentile};
 use crate::OutputFormat;
 
@@ -362,21 +363,14 @@ pub(super) async fn book_load(
     duration: Duration,
 ) -> anyhow::Result<Rate> {
     let base = first_slot()?;
-    // One HTTP/2 connection per client, as separate callers would have.
-    let channels: Vec<_> = (0..workers)
-        .map(|_| {
-            tonic::transport::Channel::from_shared(format!("http://{addr}"))
-                .map(|c| c.connect_lazy())
-        })
-        .collect::<Result<_, _>>()?;
-    let channels = Arc::new(channels);
+    let channels = Arc::new(Http2Connection::each(addr, workers).await?);
     let rate = drive(workers, duration, move |i| {
         let issuer = issuer.clone();
         let channel = channels[i % channels.len()].clone();
         async move {
             let slot = slot(base, i);
             let token = issuer.mint(&slot.student, ActorRole::Student, Duration::from_secs(600));
-            let mut client = pb::scheduling_service_client::SchedulingServiceClient::new(channel);
+            let mut client = channel.scheduling();
             let mut request = tonic::Request::new(pb::ScheduleFreeConsultationRequest {
                 request_id: uuid::Uuid::new_v4().to_string(),
                 student_id: slot.student,

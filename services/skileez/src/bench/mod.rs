@@ -55,6 +55,7 @@ use tokio_util::sync::CancellationToken;
 use crate::OutputFormat;
 
 mod book;
+mod h2;
 mod memory;
 mod read;
 mod seed;
@@ -463,6 +464,41 @@ async fn findslots_once(calls: usize, days: i64, requests: usize) -> anyhow::Res
         p99_ms: percentile(&latencies, 0.99),
         max_ms: latencies.last().copied().unwrap_or_default(),
     })
+}
+
+/// The server settings a large store's figures depend on, printed with
+/// them: whether the store's hot pages fit PostgreSQL's own buffers
+/// (`shared_buffers`) or are copied in from the OS cache on every read
+/// changes the read rates by about a tenth (BENCHMARKS.md).
+#[derive(Debug, Clone, serde::Serialize)]
+struct PostgresSettings {
+    server_version: String,
+    shared_buffers: String,
+}
+
+impl PostgresSettings {
+    async fn of(pool: &sqlx::PgPool) -> anyhow::Result<Self> {
+        let (server_version, shared_buffers) = sqlx::query_as(
+            "SELECT current_setting('server_version'), current_setting('shared_buffers')",
+        )
+        .fetch_one(pool)
+        .await
+        .context("reading PostgreSQL's settings")?;
+        Ok(Self {
+            server_version,
+            shared_buffers,
+        })
+    }
+}
+
+impl std::fmt::Display for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PostgreSQL {}, shared_buffers {}",
+            self.server_version, self.shared_buffers
+        )
+    }
 }
 
 fn parse_setting(value: &str) -> Result<(String, String), String> {

@@ -21,7 +21,8 @@ use skileez_scheduling::Config;
 use skileez_testkit::TestDatabase;
 
 use super::book::{Service, book_through_grpc, drive, first_slot, median_rate};
-use super::{median, seed};
+use super::h2::Http2Connection;
+use super::{PostgresSettings, median, seed};
 use crate::OutputFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -122,17 +123,11 @@ pub async fn read(
         ref settings,
     } = *load;
     let db = seeded(coaches, per_coach, fresh).await?;
+    let postgres = PostgresSettings::of(db.pool()).await?;
     let total = coaches * per_coach;
     let service = Service::start(db, settings).await?;
     let base = first_slot()?;
-    let channels: Arc<Vec<_>> = Arc::new(
-        (0..concurrency)
-            .map(|_| {
-                tonic::transport::Channel::from_shared(format!("http://{}", service.addr))
-                    .map(|c| c.connect_lazy())
-            })
-            .collect::<Result<_, _>>()?,
-    );
+    let channels = Arc::new(Http2Connection::each(service.addr, concurrency).await?);
     let mut results = Vec::new();
     for &rpc in rpcs {
         let mut samples = Vec::new();
@@ -162,10 +157,7 @@ pub async fn read(
                     };
                     match rpc {
                         Rpc::GetCall => {
-                            let mut client =
-                                pb::scheduling_service_client::SchedulingServiceClient::new(
-                                    channel,
-                                );
+                            let mut client = channel.scheduling();
                             let mut request = tonic::Request::new(pb::GetCallRequest {
                                 call_id: seed::call_id(j),
                             });
@@ -186,10 +178,7 @@ pub async fn read(
                             } else {
                                 (coach, ActorRole::Coach)
                             };
-                            let mut client =
-                                pb::scheduling_service_client::SchedulingServiceClient::new(
-                                    channel,
-                                );
+                            let mut client = channel.scheduling();
                             let mut request = tonic::Request::new(pb::ListCallsRequest {
                                 user_id: user.clone(),
                                 filter: pb::CallFilter::Upcoming.into(),
@@ -209,10 +198,7 @@ pub async fn read(
                             } else {
                                 seed::free_start(base, j, per_coach)
                             };
-                            let mut client =
-                                pb::scheduling_service_client::SchedulingServiceClient::new(
-                                    channel,
-                                );
+                            let mut client = channel.scheduling();
                             let mut request = tonic::Request::new(pb::CheckAvailabilityRequest {
                                 coach_id: coach,
                                 start: Some(pb::StartTime {
@@ -260,6 +246,7 @@ pub async fn read(
             serde_json::json!({
                 "scenario": "read",
                 "calls": total,
+                "postgres": postgres,
                 "coaches": coaches,
                 "concurrency": concurrency,
                 "seconds": seconds,
@@ -270,7 +257,7 @@ pub async fn read(
         ),
         OutputFormat::Text => {
             println!(
-                "\nreads on {total} calls of {coaches} coaches, concurrency {concurrency}, medians of {} runs of {seconds} s after {warm_up} s of warm-up",
+                "\nreads on {total} calls of {coaches} coaches, concurrency {concurrency}, medians of {} runs of {seconds} s after {warm_up} s of warm-up ({postgres})",
                 runs.max(1)
             );
             println!(
@@ -304,6 +291,7 @@ pub async fn scale(output: OutputFormat, load: &StoreLoad) -> anyhow::Result<()>
         ref settings,
     } = *load;
     let seeded = seeded(coaches, per_coach, fresh).await?;
+    let postgres = PostgresSettings::of(seeded.pool()).await?;
     let duration = Duration::from_secs(seconds);
     let mut empty = Vec::new();
     let mut full = Vec::new();
@@ -339,6 +327,7 @@ pub async fn scale(output: OutputFormat, load: &StoreLoad) -> anyhow::Result<()>
             serde_json::json!({
                 "scenario": "scale",
                 "calls": coaches * per_coach,
+                "postgres": postgres,
                 "concurrency": concurrency,
                 "seconds": seconds,
                 "empty": empty,
@@ -348,7 +337,7 @@ pub async fn scale(output: OutputFormat, load: &StoreLoad) -> anyhow::Result<()>
             })
         ),
         OutputFormat::Text => println!(
-            "\nbookings at concurrency {concurrency}, medians of {} runs of {seconds} s: empty store {:.0}/s (p99 {:.2} ms), {} stored calls {:.0}/s (p99 {:.2} ms), ratio {:.2}",
+            "\nbookings at concurrency {concurrency}, medians of {} runs of {seconds} s: empty store {:.0}/s (p99 {:.2} ms), {} stored calls {:.0}/s (p99 {:.2} ms), ratio {:.2} ({postgres})",
             runs.max(1),
             empty.per_second,
             empty.p99_ms,
