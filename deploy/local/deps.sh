@@ -9,6 +9,8 @@
 # Ports: PGPORT (5432), NATS_PORT (4222), NATS_MON_PORT (NATS_PORT + 4000),
 # NATS_FALLBACK_PORT (4223).
 # Waits: SKILEEZ_WAIT_SECONDS (30) per server start.
+# Opt-in: SKILEEZ_PG_SHARED_BUFFERS (e.g. 2GB) sets PostgreSQL's buffer cache
+# and restarts the server (see tune_postgres); unset, nothing is changed.
 #
 # PostgreSQL, in order:
 #  1. Something on 127.0.0.1:$PGPORT lets role postgres in without a password
@@ -278,6 +280,49 @@ ensure_postgres() {
     pg_psql -d postgres -c "create database $DB_NAME" ||
       die "could not create database $DB_NAME (psql output above)"
   fi
+}
+
+# Opt-in, never done unasked: SKILEEZ_PG_SHARED_BUFFERS=2GB sizes the
+# server's own buffer cache with ALTER SYSTEM and restarts it. PostgreSQL's
+# default of 128MB is far below a store of any size (the benches' seeded
+# million calls take about 2.2 GB): every read then copies its pages in from
+# the OS cache, which costs `bench read` about a tenth of its rate
+# (BENCHMARKS.md). Only a server this script can restart is changed: a
+# Debian cluster on $PG_PORT, or its own private one.
+tune_postgres() {
+  local want="${SKILEEZ_PG_SHARED_BUFFERS:-}" cluster="" data=""
+  [ -n "$want" ] || return 0
+  [[ "$want" =~ ^[1-9][0-9]*(kB|MB|GB|TB)$ ]] ||
+    die "SKILEEZ_PG_SHARED_BUFFERS=$want is not a size PostgreSQL takes here" \
+      "Give a whole number with kB, MB, GB or TB, e.g. SKILEEZ_PG_SHARED_BUFFERS=2GB."
+  if [ "$(pg_psql -d postgres -Atc "select pg_size_bytes(current_setting('shared_buffers')) = pg_size_bytes('$want')")" = t ]; then
+    log "PostgreSQL's shared_buffers is $want already"
+    return 0
+  fi
+  if cluster="$(debian_cluster_on_port)"; then
+    :
+  elif data="$(private_pg_base)/data" && as_pg test -s "$data/PG_VERSION" 2>/dev/null; then
+    :
+  else
+    die "SKILEEZ_PG_SHARED_BUFFERS is set, but the server on 127.0.0.1:$PG_PORT is neither a Debian cluster nor this script's own, so it cannot restart it" \
+      "Set it there yourself (ALTER SYSTEM SET shared_buffers = '$want'; then restart the server), or unset SKILEEZ_PG_SHARED_BUFFERS."
+  fi
+  log "setting PostgreSQL's shared_buffers to $want (ALTER SYSTEM) and restarting it"
+  pg_psql -d postgres -qc "alter system set shared_buffers = '$want'" ||
+    die "ALTER SYSTEM SET shared_buffers = '$want' failed (psql output above)"
+  if [ -n "$cluster" ]; then
+    # shellcheck disable=SC2086 # three words: version, name, status
+    set -- $cluster
+    pg_ctlcluster --skip-systemctl-redirect "$1" "$2" restart 9>&- ||
+      die "pg_ctlcluster $1 $2 restart failed (output above)" \
+        "The setting is in its postgresql.auto.conf; ALTER SYSTEM RESET shared_buffers undoes it."
+  else
+    as_pg "$(pg_bindir)/pg_ctl" -D "$data" -l "$(dirname "$data")/postgresql.log" -w -t "$WAIT" restart >&2 9>&- ||
+      die "restarting the private PostgreSQL in $data failed (output above)"
+  fi
+  wait_until "$WAIT" "PostgreSQL on 127.0.0.1:$PG_PORT after its restart" pg_works ||
+    die "PostgreSQL on 127.0.0.1:$PG_PORT did not come back within ${WAIT}s after setting shared_buffers = $want" \
+      "Its log says why (pg_lsclusters shows where); ALTER SYSTEM RESET shared_buffers undoes the change."
 }
 
 # ---------------------------------------------------------------------- NATS
@@ -680,6 +725,7 @@ if have flock; then
 fi
 
 ensure_postgres
+tune_postgres
 ensure_nats
 ensure_smtp_server
 ensure_otlp_sink
@@ -691,7 +737,7 @@ printf 'NATS_URL=%s\n' "$NATS_USE_URL"
 printf 'SKILEEZ_NATS_SERVER_BIN=%s\n' "$NATS_BIN"
 printf 'SKILEEZ_AIOSMTPD_PYTHON=%s\n' "$SMTP_PYTHON"
 log "ready:"
-log "  PostgreSQL ${pg_version%% *} at $DATABASE_URL"
+log "  PostgreSQL ${pg_version%% *} at $DATABASE_URL (shared_buffers $(pg_psql -d postgres -Atc 'show shared_buffers' 2>/dev/null || echo '?'))"
 if [ -n "$NATS_USE_VERSION" ]; then
   log "  NATS $NATS_USE_VERSION with JetStream at $NATS_USE_URL ($NATS_USE_NOTE)"
 else
