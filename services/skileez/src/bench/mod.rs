@@ -474,19 +474,33 @@ async fn findslots_once(calls: usize, days: i64, requests: usize) -> anyhow::Res
 struct PostgresSettings {
     server_version: String,
     shared_buffers: String,
+    /// Whether `shared_buffers` holds the `calls` table with its indexes,
+    /// which every query RPC reads.
+    calls_fit: bool,
 }
 
 impl PostgresSettings {
+    /// Reads them, and warns on stderr when the store's `calls` do not fit.
     async fn of(pool: &sqlx::PgPool) -> anyhow::Result<Self> {
-        let (server_version, shared_buffers) = sqlx::query_as(
-            "SELECT current_setting('server_version'), current_setting('shared_buffers')",
-        )
-        .fetch_one(pool)
-        .await
-        .context("reading PostgreSQL's settings")?;
+        let (server_version, shared_buffers, calls, calls_fit): (String, String, String, bool) =
+            sqlx::query_as(
+                "SELECT current_setting('server_version'), current_setting('shared_buffers'),
+                        pg_size_pretty(pg_total_relation_size('calls')),
+                        pg_total_relation_size('calls')
+                          <= pg_size_bytes(current_setting('shared_buffers'))",
+            )
+            .fetch_one(pool)
+            .await
+            .context("reading PostgreSQL's settings")?;
+        if !calls_fit {
+            eprintln!(
+                "bench: PostgreSQL's shared_buffers ({shared_buffers}) is smaller than the calls table with its indexes ({calls}): reads will copy pages in from the OS cache (SKILEEZ_PG_SHARED_BUFFERS=2GB bash deploy/local/deps.sh sizes it; BENCHMARKS.md)"
+            );
+        }
         Ok(Self {
             server_version,
             shared_buffers,
+            calls_fit,
         })
     }
 }
