@@ -731,13 +731,14 @@ ensure_smtp_server
 ensure_otlp_sink
 ensure_chromium
 
-pg_version="$(pg_psql -d postgres -Atc 'show server_version' 2>/dev/null || true)"
+# One query for the summary: "15.20 2GB" (version, shared_buffers).
+pg_summary="$(pg_psql -d postgres -AtF ' ' -c "select split_part(current_setting('server_version'), ' ', 1), current_setting('shared_buffers')" 2>/dev/null || true)"
 printf 'DATABASE_URL=%s\n' "$DATABASE_URL"
 printf 'NATS_URL=%s\n' "$NATS_USE_URL"
 printf 'SKILEEZ_NATS_SERVER_BIN=%s\n' "$NATS_BIN"
 printf 'SKILEEZ_AIOSMTPD_PYTHON=%s\n' "$SMTP_PYTHON"
 log "ready:"
-log "  PostgreSQL ${pg_version%% *} at $DATABASE_URL (shared_buffers $(pg_psql -d postgres -Atc 'show shared_buffers' 2>/dev/null || echo '?'))"
+log "  PostgreSQL ${pg_summary%% *} at $DATABASE_URL (shared_buffers ${pg_summary##* })"
 if [ -n "$NATS_USE_VERSION" ]; then
   log "  NATS $NATS_USE_VERSION with JetStream at $NATS_USE_URL ($NATS_USE_NOTE)"
 else

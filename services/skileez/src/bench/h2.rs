@@ -34,7 +34,7 @@ pub struct Http2Connection {
 impl Http2Connection {
     /// Connects (`TCP_NODELAY`, as tonic's `Channel` does) and drives the
     /// connection on a task of its own until every clone is dropped.
-    pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+    async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;

@@ -155,9 +155,9 @@ pub async fn read(
                         seconds: t.timestamp(),
                         nanos: 0,
                     };
+                    let mut client = channel.scheduling();
                     match rpc {
                         Rpc::GetCall => {
-                            let mut client = channel.scheduling();
                             let mut request = tonic::Request::new(pb::GetCallRequest {
                                 call_id: seed::call_id(j),
                             });
@@ -178,7 +178,6 @@ pub async fn read(
                             } else {
                                 (coach, ActorRole::Coach)
                             };
-                            let mut client = channel.scheduling();
                             let mut request = tonic::Request::new(pb::ListCallsRequest {
                                 user_id: user.clone(),
                                 filter: pb::CallFilter::Upcoming.into(),
@@ -198,7 +197,6 @@ pub async fn read(
                             } else {
                                 seed::free_start(base, j, per_coach)
                             };
-                            let mut client = channel.scheduling();
                             let mut request = tonic::Request::new(pb::CheckAvailabilityRequest {
                                 coach_id: coach,
                                 start: Some(pb::StartTime {
